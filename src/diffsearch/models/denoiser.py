@@ -1,0 +1,119 @@
+"""Model wrappers: parameterisation (epsilon / sample / v_prediction), guidance and NFE counting.
+
+A ``Denoiser`` turns any network ``fn(x, t, cond) -> tensor`` into the two predictions the solvers
+integrate, noise ``eps`` and data ``x0`` (s3_spec.md 1.1). Solvers never see ``fn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from diffsearch.errors import DiffsearchError
+from diffsearch.models.noise_schedules import NoiseSchedule, noise_schedule_from
+
+if TYPE_CHECKING:
+    import torch
+
+PredictionType = Literal["epsilon", "sample", "v_prediction"]
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+class Denoiser:
+    """A network plus its noise schedule and parameterisation, evaluated in continuous time t.
+
+    Args:
+        fn: the network, ``fn(x, t, cond) -> tensor``. For discrete schedules ``t`` is the
+            diffusers-style timestep value (float tensor in ``[0, N-1]``), for continuous ones
+            ``t`` in ``(0, 1]``; ``t`` has one entry per batch row.
+        noise_schedule: a ``NoiseSchedule`` or a dict (ours with ``kind``, or diffusers-style).
+        prediction_type: what ``fn`` predicts, in diffusers' words.
+        data_shape: the shape of one sample (without the batch dimension).
+        num_classes: number of classes of a class-conditional model (labels ``0..num_classes-1``).
+        null_cond: the unconditional input used for classifier-free guidance: a scalar label
+            (e.g. ``num_classes`` for label dropout) or a tensor with a leading batch dimension of 1.
+        data_mean: the mean of the data, used by the ``mean_x0`` analytical first step.
+        name: a display name; fingerprint: identifies the weights (for caches and artifacts).
+
+    Example:
+        >>> import torch
+        >>> d = Denoiser(lambda x, t, c: torch.zeros_like(x), {"beta_schedule": "linear"},
+        ...              data_shape=(2,))
+        >>> eps, x0 = d.predict(torch.ones(3, 2), 0.5)
+        >>> d.nfe
+        1
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        noise_schedule: NoiseSchedule | dict[str, Any],
+        prediction_type: PredictionType = "epsilon",
+        *,
+        data_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        null_cond: Any = None,
+        data_mean: torch.Tensor | None = None,
+        name: str = "model",
+        fingerprint: str | None = None,
+    ) -> None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise DiffsearchError(
+                f"prediction_type {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}"
+            )
+        self.fn = fn
+        self.noise_schedule = noise_schedule_from(noise_schedule)
+        self.prediction_type = prediction_type
+        self.data_shape = tuple(data_shape) if data_shape is not None else None
+        self.num_classes = num_classes
+        self.null_cond = null_cond
+        self.data_mean = data_mean
+        self.name = name
+        self.fingerprint = fingerprint or f"{name}-{self.noise_schedule.fingerprint}"
+        self.nfe = 0
+
+    def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):
+        """One network evaluation at continuous time ``t``, with classifier-free guidance.
+
+        Guidance is ``out_u + w (out_c - out_u)``, with cond and uncond batched into one call
+        (one NFE). It is applied to the raw output, which equals guiding eps or x0 (all linear).
+        """
+        import torch
+
+        t_in = torch.full((x.shape[0],), float(self.noise_schedule.model_time(t)), dtype=x.dtype, device=x.device)
+        self.nfe += 1
+        if guidance is None or cond is None:
+            if guidance is not None:
+                raise DiffsearchError("guidance needs a condition (cond); pass labels or embeddings")
+            return self.fn(x, t_in, cond)
+        uncond = self.unconditional(cond)
+        out = self.fn(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([cond, uncond]))
+        out_c, out_u = out.chunk(2)
+        return out_u + guidance * (out_c - out_u)
+
+    def unconditional(self, cond: torch.Tensor) -> torch.Tensor:
+        """The null condition matching ``cond``'s batch."""
+        import torch
+
+        if self.null_cond is None:
+            raise DiffsearchError(f"model {self.name!r} has no unconditional input; guidance is not available")
+        if isinstance(self.null_cond, torch.Tensor) and self.null_cond.ndim == cond.ndim:
+            return self.null_cond.to(cond.device, cond.dtype).expand_as(cond)
+        return torch.full_like(cond, self.null_cond)
+
+    def predict(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):
+        """Noise and data predictions (eps, x0) at continuous time ``t`` (s3_spec.md 1.1)."""
+        alpha = float(self.noise_schedule.alpha(t))
+        sigma = float(self.noise_schedule.sigma(t))
+        out = self.network(x, t, cond, guidance)
+        if self.prediction_type == "epsilon":
+            return out, (x - sigma * out) / alpha
+        if self.prediction_type == "sample":
+            return (x - alpha * out) / sigma, out
+        return alpha * out + sigma * x, alpha * x - sigma * out
+
+    def reset_nfe(self) -> None:
+        self.nfe = 0
+
+    def __repr__(self) -> str:
+        return f"Denoiser(name={self.name!r}, prediction_type={self.prediction_type!r}, noise_schedule={self.noise_schedule!r})"
