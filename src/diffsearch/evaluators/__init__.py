@@ -1,0 +1,1 @@
+"""Evaluators: metrics, feature extractors, teacher references, noise sets and cost measures."""

@@ -1,0 +1,307 @@
+"""Feature extractors for FID / KID: modules mapping a batch of samples to (N, D) features.
+
+Registered extractors (``--features NAME``, or a model's ``feature_extractor`` attribute):
+
+- ``digits``: the penultimate layer (64 dims) of a small CNN classifier trained on the digits
+  train split (a "classifier-feature FID"); ``python -m diffsearch.evaluators.features train``
+  reproduces ``models/weights/digits_classifier.safetensors``.
+- ``raw``: the flattened samples themselves (for the ``gmm`` model and other low-dimensional data).
+- ``inception``: the standard FID Inception-v3 pool features (2048 dims). Never downloaded: the
+  user places ``pt_inception-2015-12-05-6726825d.pth`` at ``$DIFFSEARCH_INCEPTION_WEIGHTS`` or
+  ``~/.cache/diffsearch/weights/``; it also needs torch-fidelity (and torchvision).
+
+Every extractor takes samples in the model's data space (images in [-1, 1], (N, C, H, W)) and has
+``name``, ``fingerprint`` (identifies weights and preprocessing) and ``num_features``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from diffsearch.errors import DiffsearchError
+from diffsearch.registry import Registry
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
+CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "digits_classifier.safetensors"
+INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
+INCEPTION_ENV = "DIFFSEARCH_INCEPTION_WEIGHTS"
+
+FEATURE_EXTRACTORS: Registry[Callable[[], nn.Module]] = Registry("feature extractor")
+
+
+def register_feature_extractor(name: str, factory: Callable[[], nn.Module] | str | None = None):
+    """Register a factory ``() -> nn.Module`` mapping (N, ...) samples to (N, D) features."""
+    return FEATURE_EXTRACTORS.register(name, factory)
+
+
+def load_feature_extractor(spec: str | nn.Module) -> nn.Module:
+    """A feature extractor by registered name (loaded once per process), or a module as is.
+
+    Example:
+        >>> load_feature_extractor("raw")(torch.ones(2, 1, 2, 2)).shape
+        torch.Size([2, 4])
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    return _load_named(spec)
+
+
+@lru_cache(maxsize=None)
+def _load_named(name: str) -> nn.Module:
+    return FEATURE_EXTRACTORS.get(name)().eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------------------------
+# raw
+
+
+class RawFeatures(nn.Module):
+    """Identity features: each sample flattened to one float64 row."""
+
+    name = "raw"
+    fingerprint = "raw"
+    num_features = None
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        return samples.reshape(samples.shape[0], -1).double()
+
+
+# ---------------------------------------------------------------------------------------------
+# digits classifier
+
+
+class ClassifierConfig(BaseModel):
+    """Architecture and training of the digits classifier; stored in its JSON metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: conv channels at 8x8, 8x8 and 4x4 resolution.
+    channels: tuple[int, int, int] = (32, 64, 128)
+    #: width of the penultimate layer, i.e. of the FID / KID features.
+    num_features: int = 64
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    #: random translations of up to this many pixels (training only).
+    max_shift: int = Field(1, ge=0)
+    seed: int = 0
+    split_seed: int = 0
+    threads: int = 2
+
+
+class DigitsClassifier(nn.Module):
+    """Small CNN for 8x8 digits; ``forward`` returns its penultimate (post-ReLU) features."""
+
+    name = "digits"
+
+    def __init__(self, config: ClassifierConfig | None = None, fingerprint: str = "untrained") -> None:
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        c0, c1, c2 = config.channels
+        self.body = nn.Sequential(
+            nn.Conv2d(1, c0, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c0, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(4 * c2, config.num_features), nn.ReLU(),
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.num_features, 10)
+        self.num_features = config.num_features
+        self.fingerprint = fingerprint
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images.float())
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, 10)."""
+        return self.head(self.dropout(self.forward(images)))
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted labels (N,) of images in [-1, 1]."""
+        return self.logits(images).argmax(dim=1)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (zero = background -1 fill)."""
+    if max_shift == 0:
+        return images
+    padded = nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
+    offsets = torch.randint(0, 2 * max_shift + 1, (images.shape[0], 2), generator=generator)
+    size = images.shape[-1]
+    return torch.stack([p[:, i : i + size, j : j + size] for p, (i, j) in zip(padded, offsets.tolist())])
+
+
+def train_classifier(config: ClassifierConfig, log: bool = True) -> tuple[DigitsClassifier, dict[str, Any]]:
+    """Seeded Adam training on the digits train split; returns (classifier, held-out metrics)."""
+    from diffsearch.models.digits import digits_split
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    split = digits_split(config.split_seed)
+    classifier = DigitsClassifier(config)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-split.train_images.shape[0] // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(config.seed)
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        classifier.train()
+        order = torch.randperm(split.train_images.shape[0], generator=generator)
+        for batch in order.split(config.batch_size):
+            images = random_shift(split.train_images[batch], config.max_shift, generator)
+            loss = nn.functional.cross_entropy(classifier.logits(images), split.train_labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        if log and (epoch % 10 == 9 or epoch == config.epochs - 1):
+            accuracy = held_out_accuracy(classifier.eval(), split.held_out_images, split.held_out_labels)
+            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  held-out accuracy {accuracy:.4f}", flush=True)
+    classifier.eval()
+    info = {
+        "held_out_accuracy": held_out_accuracy(classifier, split.held_out_images, split.held_out_labels),
+        "train_accuracy": held_out_accuracy(classifier, split.train_images, split.train_labels),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    return classifier, info
+
+
+def held_out_accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``images`` classified as ``labels``."""
+    return float((classifier.classify(images) == labels).float().mean())
+
+
+def save_classifier(classifier: DigitsClassifier, info: dict[str, Any], out: Path) -> Path:
+    """Write ``digits_classifier.safetensors`` and its JSON metadata into ``out``."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / CLASSIFIER_WEIGHTS.name
+    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(path))
+    metadata = {
+        "feature_extractor": "digits",
+        "config": classifier.config.model_dump(mode="json"),
+        "input": "(N, 1, 8, 8) float images in [-1, 1] (sklearn digits / 8 - 1)",
+        "features": f"penultimate layer, post-ReLU, {classifier.num_features} dims",
+        "torch_version": torch.__version__,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "metrics": info,
+    }
+    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
+def load_digits_classifier(weights: str | Path | None = None) -> DigitsClassifier:
+    """The trained digits classifier (offline, safetensors); ``fingerprint`` = its weights' sha256."""
+    from safetensors.torch import load_file
+
+    from diffsearch.models.digits import file_fingerprint
+
+    path = Path(weights) if weights is not None else CLASSIFIER_WEIGHTS
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise DiffsearchError(
+            f"digits classifier weights {path} (and its .json) not found; "
+            "train them with: python -m diffsearch.evaluators.features train"
+        )
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    classifier = DigitsClassifier(ClassifierConfig.model_validate(metadata["config"]), f"digits-{file_fingerprint(path)}")
+    classifier.load_state_dict(load_file(str(path)))
+    classifier.metadata = metadata
+    return classifier.eval().requires_grad_(False)
+
+
+def classify(images: torch.Tensor) -> torch.Tensor:
+    """Labels (N,) of digit images in [-1, 1], by the shipped digits classifier."""
+    return load_feature_extractor("digits").classify(images)
+
+
+# ---------------------------------------------------------------------------------------------
+# inception
+
+
+def inception_weights_path() -> Path:
+    """Where the FID Inception weights are looked for: $DIFFSEARCH_INCEPTION_WEIGHTS, else the cache."""
+    if os.environ.get(INCEPTION_ENV):
+        return Path(os.environ[INCEPTION_ENV]).expanduser()
+    cache = Path(os.environ.get("DIFFSEARCH_CACHE", Path.home() / ".cache" / "diffsearch")).expanduser()
+    return cache / "weights" / INCEPTION_FILENAME
+
+
+class InceptionFeatures(nn.Module):
+    """FID Inception-v3 pool3 features (2048) of [-1, 1] images, through torch-fidelity's port."""
+
+    name = "inception"
+    num_features = 2048
+
+    def __init__(self, network: nn.Module, fingerprint: str) -> None:
+        super().__init__()
+        self.network = network
+        self.fingerprint = fingerprint
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = ((images.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+        if pixels.shape[1] == 1:
+            pixels = pixels.expand(-1, 3, -1, -1)
+        return self.network(pixels).reshape(images.shape[0], -1).double()
+
+
+def build_inception() -> InceptionFeatures:
+    """The ``inception`` extractor from a user-provided weights file; never downloads."""
+    path = inception_weights_path()
+    if not path.is_file():
+        raise DiffsearchError(
+            f"the inception feature extractor needs the FID Inception weights file {INCEPTION_FILENAME} "
+            f"(the pytorch-fid / torch-fidelity 2015-12-05 port); diffsearch never downloads it. "
+            f"Put it at {path} or set {INCEPTION_ENV}=/path/to/{INCEPTION_FILENAME}"
+        )
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        network = NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path))
+    except (ImportError, ModuleNotFoundError) as error:
+        raise DiffsearchError(
+            f"the inception feature extractor needs torch-fidelity (and torchvision): "
+            f"pip install torch-fidelity ({error})"
+        ) from None
+    from diffsearch.models.digits import file_fingerprint
+
+    return InceptionFeatures(network, f"inception-{file_fingerprint(path)}")
+
+
+FEATURE_EXTRACTORS.register("raw", RawFeatures)
+FEATURE_EXTRACTORS.register("digits", load_digits_classifier)
+FEATURE_EXTRACTORS.register("inception", build_inception)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m diffsearch.evaluators.features train [--out DIR] [--seed S]``."""
+    parser = argparse.ArgumentParser(prog="python -m diffsearch.evaluators.features")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the digits classifier and write its weights + JSON")
+    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=ClassifierConfig().threads)
+    args = parser.parse_args(argv)
+    classifier, info = train_classifier(ClassifierConfig(seed=args.seed, threads=args.threads))
+    path = save_classifier(classifier, info, args.out)
+    print(json.dumps(info, indent=2))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

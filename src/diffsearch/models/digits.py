@@ -1,0 +1,306 @@
+"""The built-in ``digits`` model: a class-conditional DDPM on sklearn's 8x8 handwritten digits.
+
+A small UNet (``_digits_unet.py``) predicts epsilon under the discrete linear DDPM schedule; labels
+are dropped to the null label 10 with probability ``label_dropout`` during training, so classifier-free
+guidance works. The data split, the training loop and the shipped weights are all seeded:
+``python -m diffsearch.models.digits train`` reproduces ``weights/digits_unet.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from diffsearch.errors import DiffsearchError
+from diffsearch.models._digits_unet import DigitsUNet, UNetConfig
+from diffsearch.models.denoiser import Denoiser
+from diffsearch.models.noise_schedules import noise_schedule_from
+
+DIGITS_NOISE_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+UNET_WEIGHTS = WEIGHTS_DIR / "digits_unet.safetensors"
+NULL_LABEL = 10
+SPLIT_SEED = 0
+HELD_OUT_FRACTION = 0.2
+
+
+class DigitsSplit(NamedTuple):
+    """Images (N, 1, 8, 8) float32 in [-1, 1] and int64 labels of the train and held-out splits."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    held_out_images: torch.Tensor
+    held_out_labels: torch.Tensor
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters of ``train_digits``; stored in the weights' JSON metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: optimisation steps (the shipped weights use the default).
+    steps: int = Field(4000, ge=1)
+    batch_size: int = Field(128, ge=2)
+    learning_rate: float = 1e-3
+    #: linear warm-up steps, then cosine decay to 0.
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    #: the exported weights are this exponential moving average of the trained ones.
+    ema_decay: float = 0.999
+    #: probability of replacing a label by the null label (classifier-free guidance).
+    label_dropout: float = Field(0.15, ge=0.0, le=1.0)
+    seed: int = 0
+    split_seed: int = SPLIT_SEED
+    #: CPU threads; results are reproducible for a fixed thread count and torch version.
+    threads: int = 2
+    architecture: UNetConfig = UNetConfig()
+
+
+@lru_cache(maxsize=4)
+def _split_arrays(seed: int, held_out_fraction: float) -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 8.0 - 1.0)[:, None]
+    labels = digits.target.astype(np.int64)
+    return tuple(
+        train_test_split(images, labels, test_size=held_out_fraction, stratify=labels, random_state=seed)
+    )
+
+
+def digits_split(seed: int = SPLIT_SEED, held_out_fraction: float = HELD_OUT_FRACTION) -> DigitsSplit:
+    """The stratified, seeded train / held-out split of sklearn's digits (1437 / 360 by default).
+
+    Example:
+        >>> split = digits_split()
+        >>> tuple(split.train_images.shape), tuple(split.held_out_images.shape)
+        ((1437, 1, 8, 8), (360, 1, 8, 8))
+    """
+    train_x, held_x, train_y, held_y = _split_arrays(seed, held_out_fraction)
+    return DigitsSplit(*(torch.from_numpy(a.copy()) for a in (train_x, train_y, held_x, held_y)))
+
+
+def held_out_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out images and labels: the real data that FID / KID references come from."""
+    split = digits_split()
+    return split.held_out_images, split.held_out_labels
+
+
+def data_fingerprint(images: torch.Tensor) -> str:
+    """A short sha256 of a float32 image tensor's bytes."""
+    return hashlib.sha256(images.float().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> str:
+    """A short sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def noised(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """DDPM forward process q(x_t | x_0): sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    abar = alphas_cumprod[t].float()[:, None, None, None]
+    return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * 0.5 * (1.0 + np.cos(np.pi * progress))
+
+
+def training_batch(images, labels, alphas_cumprod, config: TrainConfig, generator: torch.Generator):
+    """One epsilon-prediction batch: (x_t, t, labels with dropout, target noise)."""
+    index = torch.randint(0, images.shape[0], (config.batch_size,), generator=generator)
+    t = torch.randint(0, alphas_cumprod.shape[0], (config.batch_size,), generator=generator)
+    noise = torch.randn(config.batch_size, *images.shape[1:], generator=generator)
+    drop = torch.rand(config.batch_size, generator=generator) < config.label_dropout
+    batch_labels = torch.where(drop, torch.full_like(labels[index], NULL_LABEL), labels[index])
+    return noised(images[index], t, noise, alphas_cumprod), t.float(), batch_labels, noise
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Polyak averaging of the weights: ema = decay ema + (1 - decay) model."""
+    for target, source in zip(ema.parameters(), model.parameters()):
+        target.lerp_(source, 1.0 - decay)
+
+
+@torch.no_grad()
+def denoising_loss(unet, images, labels, alphas_cumprod, seed: int = 1234, repeats: int = 8) -> float:
+    """Mean epsilon-MSE over seeded (t, noise) draws: the held-out metric of a checkpoint."""
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(repeats):
+        t = torch.randint(0, alphas_cumprod.shape[0], (images.shape[0],), generator=generator)
+        noise = torch.randn(images.shape, generator=generator)
+        prediction = unet(noised(images, t, noise, alphas_cumprod), t.float(), labels)
+        losses.append(float((prediction - noise).pow(2).mean()))
+    return float(np.mean(losses))
+
+
+def train_digits(config: TrainConfig, minutes: float | None = None, log_every: int = 250):
+    """Train the digits UNet (Ho et al. 2020 simple loss, label dropout, EMA); returns (ema, info)."""
+    import copy
+
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    split = digits_split(config.split_seed)
+    alphas_cumprod = noise_schedule_from(DIGITS_NOISE_SCHEDULE).alphas_cumprod
+    unet = DigitsUNet(config.architecture)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    start, step = time.perf_counter(), 0
+    for step in range(config.steps):
+        if minutes is not None and time.perf_counter() - start > 60.0 * minutes:
+            print(f"stopping at step {step}: --minutes {minutes} reached (the result is not the reproducible default)")
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        x_t, t, labels, noise = training_batch(split.train_images, split.train_labels, alphas_cumprod, config, generator)
+        loss = (unet(x_t, t, labels) - noise).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema_update(ema, unet, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
+        if log_every and step % log_every == 0:
+            print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s", flush=True)
+    else:
+        step = config.steps
+    info = {
+        "steps_done": step,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "held_out_denoising_mse": denoising_loss(ema, split.held_out_images, split.held_out_labels, alphas_cumprod),
+        "train_denoising_mse": denoising_loss(ema, split.train_images, split.train_labels, alphas_cumprod),
+    }
+    return ema.eval(), info
+
+
+def save_digits(unet: DigitsUNet, config: TrainConfig, info: dict[str, Any], out: Path) -> Path:
+    """Write ``digits_unet.safetensors`` and its ``digits_unet.json`` metadata into ``out``."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / UNET_WEIGHTS.name
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(path))
+    metadata = {
+        "model": "digits",
+        "architecture": config.architecture.model_dump(mode="json"),
+        "noise_schedule": DIGITS_NOISE_SCHEDULE,
+        "prediction_type": "epsilon",
+        "null_label": NULL_LABEL,
+        "data": {"dataset": "sklearn.datasets.load_digits", "scaling": "x / 8 - 1",
+                 "split_seed": config.split_seed, "held_out_fraction": HELD_OUT_FRACTION},
+        "training": config.model_dump(mode="json", exclude={"architecture"}),
+        "torch_version": torch.__version__,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "metrics": info,
+    }
+    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def digits_network(unet: DigitsUNet):
+    """``fn(x, t_in, cond)`` for the Denoiser: labels (or None -> null label), float32 inside."""
+
+    def fn(x: torch.Tensor, t_in: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        labels = _labels(cond, x.shape[0], x.device)
+        with torch.no_grad():
+            return unet(x.float(), t_in.float(), labels).to(x.dtype)
+
+    return fn
+
+
+def _labels(cond: Any, batch: int, device: torch.device) -> torch.Tensor:
+    if cond is None:
+        return torch.full((batch,), NULL_LABEL, dtype=torch.long, device=device)
+    labels = torch.as_tensor(cond, device=device).long().reshape(-1)
+    if labels.numel() == 1:
+        labels = labels.expand(batch)
+    if labels.shape[0] != batch or labels.min() < 0 or labels.max() > NULL_LABEL:
+        raise DiffsearchError(f"digits: cond must be {batch} labels in 0..{NULL_LABEL} (10 = unconditional)")
+    return labels
+
+
+def load_unet(weights: str | Path | None = None) -> DigitsUNet:
+    """The trained UNet from a safetensors file and its JSON metadata (offline)."""
+    from safetensors.torch import load_file
+
+    path = Path(weights) if weights is not None else UNET_WEIGHTS
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise DiffsearchError(
+            f"digits weights {path} (and {path.with_suffix('.json').name}) not found; "
+            "train them with: python -m diffsearch.models.digits train"
+        )
+    metadata = json.loads(path.with_suffix(".json").read_text())
+    unet = DigitsUNet(UNetConfig.model_validate(metadata["architecture"]))
+    unet.load_state_dict(load_file(str(path)))
+    return unet.eval().requires_grad_(False)
+
+
+def build_digits(weights: str | Path | None = None) -> Denoiser:
+    """The ``digits`` model: class-conditional epsilon UNet, null label 10, held-out reference data.
+
+    Example:
+        >>> model = build_digits()
+        >>> model.data_shape, model.num_classes, model.null_cond
+        ((1, 8, 8), 10, 10)
+    """
+    path = Path(weights) if weights is not None else UNET_WEIGHTS
+    unet = load_unet(path)
+    model = Denoiser(
+        digits_network(unet),
+        DIGITS_NOISE_SCHEDULE,
+        "epsilon",
+        data_shape=(1, 8, 8),
+        num_classes=10,
+        null_cond=NULL_LABEL,
+        data_mean=digits_split().train_images.mean(0),
+        name="digits",
+        fingerprint=f"digits-{file_fingerprint(path)}",
+    )
+    model.unet = unet
+    model.feature_extractor = "digits"
+    model.reference_data = held_out_data
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m diffsearch.models.digits train [--out DIR] [--steps N] [--minutes M]``."""
+    parser = argparse.ArgumentParser(prog="python -m diffsearch.models.digits")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the digits UNet and write its weights + JSON")
+    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
+    train.add_argument("--steps", type=int, default=TrainConfig().steps)
+    train.add_argument("--minutes", type=float, default=None, help="stop early after M minutes (not reproducible)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=TrainConfig().threads)
+    args = parser.parse_args(argv)
+    config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    unet, info = train_digits(config, minutes=args.minutes)
+    path = save_digits(unet, config, info, args.out)
+    print(json.dumps(info, indent=2))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
