@@ -63,11 +63,6 @@ def test_frechet_is_finite_for_singular_covariances():
     assert np.isfinite(value) and value == pytest.approx(8.0, abs=1e-3)
 
 
-def test_frechet_rejects_mismatched_shapes():
-    with pytest.raises(DiffsearchError, match="shapes"):
-        frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
-
-
 def test_fid_of_identical_feature_sets_is_zero():
     features = np.random.default_rng(5).normal(size=(400, 16))
     assert abs(fid_from_features(features, features)) < 1e-6
@@ -84,8 +79,9 @@ def test_kid_between_samples_of_one_distribution_is_unbiased():
 
 def test_kid_between_different_distributions_is_clearly_positive():
     rng = np.random.default_rng(7)
+    same = kid_from_features(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), subset_size=100)[0]
     mean, std = kid_from_features(rng.normal(size=(300, 8)), rng.normal(0.5, 1.0, size=(300, 8)), subset_size=100)
-    assert mean > 0.05 and mean > 10.0 * std
+    assert mean > 3.0 * std and mean > 20.0 * abs(same)
 
 
 def test_kid_matches_torchmetrics_on_full_subsets():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffsearch.errors import DiffsearchError
-from diffsearch.evaluators.frechet import frechet_distance
+from diffsearch.evaluators.frechet import frechet_distance, gaussian_moments
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +77,8 @@ def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
         raise DiffsearchError(f"statistics need (N >= 2, D) features, got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False).reshape(features.shape[1], features.shape[1])
+    mu, sigma = gaussian_moments(features)
+    return mu, np.atleast_2d(sigma)
 
 
 def fid_from_features(features: np.ndarray, reference: ReferenceStats | np.ndarray) -> float:

@@ -14,6 +14,7 @@ from diffsearch.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
 MODELS.register("gmm", "diffsearch.models.gmm:build_gmm")
+MODELS.register("digits", "diffsearch.models.digits:build_digits")
 
 
 def register_model(name: str, factory: Any = None):

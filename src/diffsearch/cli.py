@@ -1,0 +1,155 @@
+"""The ``search`` command line. Heavy imports (torch, diffusers) happen inside commands only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(
+    name="search",
+    no_args_is_help=True,
+    add_completion=False,
+    help="diffsearch: find the fastest way to sample a pretrained diffusion model.",
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_MODEL = "gmm"
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `search models`), diffusers:<dir>, or module:factory / file.py:factory.")]
+BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
+SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
+SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
+GuidanceOption = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (conditional models).")]
+MetricOption = Annotated[Optional[list[str]], typer.Option("--metric", help="Metric(s) to compute (repeatable); default depends on the model.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_torch() -> None:
+    """One intra-op thread unless DIFFSEARCH_THREADS says otherwise: small models run fastest so."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
+
+
+@app.command("eval")
+def eval_command(
+    schedule: Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")],
+    model: ModelOption = DEFAULT_MODEL,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")] = None,
+    spacing: SpacingOption = "logsnr",
+    samples: SamplesOption = 2000,
+    seed: SeedOption = 1,
+    guidance: GuidanceOption = None,
+    metric: MetricOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate one schedule: metrics on held-out noise, NFE and wall time."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.evaluators.evaluate import evaluate
+    from diffsearch.export.artifact import load_schedule
+    from diffsearch.models.loading import load_model
+
+    _setup_torch()
+    denoiser = load_model(model)
+    nfe = nfe_budget(budget) if budget else None
+    resolved = load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
+    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric)
+    row = {"schedule": resolved.name or schedule, **result}
+    _print_rows([row], as_json, title=f"{row['schedule']} on {denoiser.name} ({samples} held-out samples, seed {seed})")
+    if result["status"] != "ok":
+        raise typer.Exit(1)
+
+
+@app.command("baselines")
+def baselines_command(
+    model: ModelOption = DEFAULT_MODEL,
+    budget: BudgetOption = "10nfe",
+    spacing: SpacingOption = "logsnr",
+    samples: SamplesOption = 2000,
+    seed: SeedOption = 1,
+    guidance: GuidanceOption = None,
+    metric: MetricOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every preset solver at one NFE budget, in one table (best first)."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.evaluators.evaluate import default_metrics, evaluate
+    from diffsearch.models.loading import load_model
+    from diffsearch.solvers.presets import PRESETS, preset_schedule
+
+    _setup_torch()
+    denoiser = load_model(model)
+    nfe = nfe_budget(budget)
+    metrics = metric or default_metrics(denoiser)
+    rows = []
+    for name in PRESETS:
+        schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
+        result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics)
+        rows.append({"schedule": f"preset:{name}", **result})
+    rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
+    _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} held-out samples, seed {seed})")
+
+
+@app.command("models")
+def models_command(as_json: JsonOption = False) -> None:
+    """Registered models, and the other forms --model accepts."""
+    from diffsearch.models.loading import MODELS
+
+    rows = [{"model": name, "description": _first_line(MODELS.get(name).__doc__)} for name in MODELS]
+    rows.append({"model": "diffusers:<dir>", "description": "a local diffusers model or pipeline directory"})
+    rows.append({"model": "module:factory | file.py:factory", "description": "a plug-in factory returning diffsearch.Denoiser"})
+    _print_rows(rows, as_json, title="models")
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text else ""
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+_TABLE_HIDDEN = ("samples", "seed", "seconds_per_sample")
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows if len(rows) != 1 else rows[0], indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = [key for key in dict.fromkeys(key for row in rows for key in row) if key not in _TABLE_HIDDEN]
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("schedule", "model"))
+    for row in rows:
+        table.add_row(*(_format(row.get(column, "")) for column in columns))
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    from diffsearch.errors import DiffsearchError
+
+    try:
+        app()
+    except DiffsearchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The teacher: a 1000-step high-order solution from the same noise, the reference for trajectory error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffsearch.models.denoiser import Denoiser
+from diffsearch.solvers.presets import preset_schedule
+from diffsearch.solvers.sampler import sample
+from diffsearch.solvers.schedule import Schedule
+
+TEACHER_STEPS = 1000
+
+
+def teacher_schedule(model: Denoiser, t_start: float, t_final: float, steps: int = TEACHER_STEPS) -> Schedule:
+    """Order-3 multistep (exact Taylor) uniform in logSNR from ``t_start`` to ``t_final``.
+
+    A final time 0 is reached by a last first-order step from the schedule's smallest time.
+    """
+    ns = model.noise_schedule
+    if t_final > 0.0:
+        times = ns.inverse_lambda(np.linspace(float(ns.lambda_(t_start)), float(ns.lambda_(t_final)), steps + 1))
+        times[0], times[-1] = t_start, t_final
+    else:
+        end = ns.default_t_end
+        times = ns.inverse_lambda(np.linspace(float(ns.lambda_(t_start)), float(ns.lambda_(end)), steps))
+        times[0], times[-1] = t_start, end
+        times = np.append(times, 0.0)
+    return preset_schedule("dpmpp_3m", steps, ns, timesteps=times, third_order="taylor")
+
+
+_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def teacher_samples(
+    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
+    noise_key: Any = None, batch_size: int = 2048,
+) -> torch.Tensor:
+    """Teacher samples for ``x_T`` ending where ``schedule`` ends; cached per model, noise set and times."""
+    key = (model.fingerprint, noise_key, schedule.timesteps[0], schedule.timesteps[-1], guidance)
+    if noise_key is not None and key in _CACHE:
+        return _CACHE[key]
+    teacher = teacher_schedule(model, schedule.timesteps[0], schedule.timesteps[-1])
+    nfe_before = model.nfe
+    result = sample_batched(model, teacher, x_T, cond, guidance, batch_size)
+    model.nfe = nfe_before  # the teacher's evaluations are not the candidate's cost
+    if noise_key is not None:
+        _CACHE[key] = result
+    return result
+
+
+def sample_batched(
+    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None, batch_size: int = 2048
+) -> torch.Tensor:
+    """``sample`` over batches of rows (labels split alongside)."""
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(x_T), batch_size):
+            part = None if cond is None else cond[start : start + batch_size]
+            chunks.append(sample(model, schedule, x_T[start : start + batch_size], part, guidance))
+    return torch.cat(chunks)
