@@ -171,7 +171,7 @@ def test_artifact_file_and_stock_export_match(unconditional, tmp_path):
 
 
 def test_sigmas_export(unconditional):
-    schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=5, model=unconditional)
+    schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=5, model=unconditional, spacing="linspace")
     export = to_diffusers_sigmas(schedule, "EulerDiscreteScheduler")
     assert export["sigmas"][-1] == 0.0 and len(export["sigmas"]) == 6
     assert all(a > b for a, b in zip(export["sigmas"], export["sigmas"][1:]))

@@ -19,6 +19,7 @@ SCHEDULES = {
     "vp_cosine": noise_schedule_from({"kind": "vp_cosine"}),
 }
 CONTINUOUS_FAMILIES = ("time_uniform", "logsnr", "quadratic", "karras")
+ENDPOINT_FAMILIES = list(CONTINUOUS_FAMILIES)
 
 
 @pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
@@ -48,7 +49,7 @@ def test_diffusers_spacings_need_a_discrete_schedule(spacing):
 
 
 @pytest.mark.parametrize("kind", list(SCHEDULES))
-@pytest.mark.parametrize("spacing", CONTINUOUS_FAMILIES)
+@pytest.mark.parametrize("spacing", ENDPOINT_FAMILIES)
 @pytest.mark.parametrize("n", [1, 2, 7, 40])
 def test_families_are_strictly_decreasing_between_the_requested_endpoints(kind, spacing, n):
     ns = SCHEDULES[kind]
@@ -60,6 +61,15 @@ def test_families_are_strictly_decreasing_between_the_requested_endpoints(kind, 
     default = make_timesteps(ns, n, spacing)
     assert default[0] == ns.t_max and default[-1] == ns.default_t_end
     assert np.all(np.diff(default) < 0)
+
+
+@pytest.mark.parametrize("kind", list(SCHEDULES))
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+def test_quadratic_is_strictly_decreasing_with_endpoints_within_an_ulp(kind, n):
+    ns = SCHEDULES[kind]
+    times = make_timesteps(ns, n, "quadratic", 0.9 * ns.t_max, 2e-3)
+    assert times[0] == pytest.approx(0.9 * ns.t_max, rel=1e-15) and times[-1] == pytest.approx(2e-3, rel=1e-15)
+    assert np.all(np.diff(times) < 0)
 
 
 def test_default_end_times():

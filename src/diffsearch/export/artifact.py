@@ -27,7 +27,7 @@ def _reject_non_finite(token: str) -> float:
 def validation_message(error: ValidationError) -> str:
     """One line: the first failing field and what is allowed."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     message = first["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 

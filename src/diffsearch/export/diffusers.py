@@ -8,7 +8,6 @@ the times, for stock schedulers that accept a custom ``timesteps=`` or ``sigmas=
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from diffsearch.models.denoiser import PREDICTION_TYPES
 from diffsearch.models.noise_schedules import DiscreteVP, NoiseSchedule, noise_schedule_from
 from diffsearch.solvers.coefficients import compile_schedule
 from diffsearch.solvers.kernels import apply_update
-from diffsearch.solvers.sampler import _oldest_needed
+from diffsearch.solvers.sampler import oldest_needed
 from diffsearch.solvers.schedule import Schedule
 
 NOISE_KEYS = ("beta_schedule", "beta_start", "beta_end", "num_train_timesteps")
@@ -204,7 +203,7 @@ class USFScheduler(SchedulerMixin, ConfigMixin):
             raise DiffsearchError(f"USFScheduler.step: expected timestep {expected} (evaluation {self._cursor}), got {given}")
 
     def _prune(self, step_index: int) -> None:
-        oldest = _oldest_needed(self.plans)[step_index]
+        oldest = oldest_needed(self.plans)[step_index]
         for store in (self._xs, self._outputs["noise"], self._outputs["data"]):
             for j in [j for j in store if j < oldest]:
                 del store[j]
@@ -258,7 +257,7 @@ def _overrides(schedule: Schedule, noise_schedule: DiscreteVP, class_name: str) 
     last = schedule.timesteps[-1]
     if last == 0.0:
         terminal = "zero"
-    elif abs(last - noise_schedule.t_min) < _GRID_TOLERANCE and class_name in FINAL_SIGMA_SCHEDULERS and class_name != "EulerDiscreteScheduler":
+    elif abs(last - noise_schedule.t_min) < _GRID_TOLERANCE and class_name.startswith("DPMSolver"):
         terminal = "sigma_min"
     else:
         raise DiffsearchError(f"timesteps[-1]: {class_name} cannot end at t = {last}; it ends at 0 (or 1/N for DPM-Solver)")
@@ -310,7 +309,7 @@ def _validate_timesteps(timesteps: list[int], num_train_timesteps: int, steps: i
 def _validate_sigmas(sigmas: list[float], steps: int) -> None:
     if len(sigmas) != steps + 1 or sigmas[-1] != 0.0:
         raise DiffsearchError(f"sigmas: {steps} steps need {steps + 1} sigmas ending in 0")
-    if not is_finite_tree(sigmas) or any(not math.isfinite(s) for s in sigmas):
+    if not is_finite_tree(sigmas):
         raise DiffsearchError("sigmas: only finite numbers are allowed")
     for index in range(1, len(sigmas)):
         if not sigmas[index] < sigmas[index - 1]:

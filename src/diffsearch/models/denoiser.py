@@ -81,12 +81,13 @@ class Denoiser:
         import torch
 
         t_in = torch.full((x.shape[0],), float(self.noise_schedule.model_time(t)), dtype=x.dtype, device=x.device)
-        self.nfe += 1
         if guidance is None or cond is None:
             if guidance is not None:
                 raise DiffsearchError("guidance needs a condition (cond); pass labels or embeddings")
+            self.nfe += 1
             return self.fn(x, t_in, cond)
         uncond = self.unconditional(cond)
+        self.nfe += 1
         out = self.fn(torch.cat([x, x]), torch.cat([t_in, t_in]), torch.cat([cond, uncond]))
         out_c, out_u = out.chunk(2)
         return out_u + guidance * (out_c - out_u)

@@ -45,6 +45,13 @@ class DiffusersDenoiser(Denoiser):
             return self.vae.decode(latents.to(self.vae.dtype) / scale).sample
 
 
+def _require_diffusers() -> None:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError as error:
+        raise DiffsearchError(f"diffusers models need the diffusers extra: pip install 'diffsearch[diffusers]' ({error})") from None
+
+
 def _fail(directory: Path, message: str) -> DiffsearchError:
     return DiffsearchError(f"diffusers:{directory}: {message}")
 
@@ -173,6 +180,7 @@ def load_diffusers_model(directory: str | Path) -> DiffusersDenoiser:
     Raises:
         DiffsearchError: the directory is missing, malformed, or holds an unsupported model.
     """
+    _require_diffusers()
     directory = Path(directory)
     unet_dir, scheduler_file, vae_dir = locate(directory)
     noise_schedule, prediction_type = schedule_settings(directory, scheduler_file)

@@ -206,15 +206,28 @@ def parse_noise_schedule_spec(value: Any):
     if not isinstance(value, dict):
         raise DiffsearchError(f"noise_schedule must be a dict or a NoiseSchedule, got {type(value).__name__}")
     if "kind" not in value:
-        if value.get("trained_betas") is not None:
-            raise DiffsearchError("noise_schedule: trained_betas is not supported; use beta_schedule")
+        _check_diffusers_keys(value)
         value = {"kind": "discrete", **{key: value[key] for key in _DIFFUSERS_KEYS if key in value}}
     try:
         return _SPEC_ADAPTER.validate_python(value)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(str(part) for part in first["loc"]) or "kind"
         raise DiffsearchError(f"noise_schedule.{where}: {first['msg']}") from None
+
+
+def _check_diffusers_keys(value: dict[str, Any]) -> None:
+    """Refuse what would silently change the schedule: misspelt keys, trained or rescaled betas."""
+    import difflib
+
+    if value.get("trained_betas") is not None:
+        raise DiffsearchError("noise_schedule: trained_betas is not supported; use beta_schedule")
+    if value.get("rescale_betas_zero_snr"):
+        raise DiffsearchError("noise_schedule: rescale_betas_zero_snr=True is not supported")
+    for key in value:
+        close = difflib.get_close_matches(key, _DIFFUSERS_KEYS, n=1, cutoff=0.8)
+        if key not in _DIFFUSERS_KEYS and close:
+            raise DiffsearchError(f"noise_schedule: unknown key {key!r}; did you mean {close[0]!r}?")
 
 
 def noise_schedule_from(value: Any) -> NoiseSchedule:

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from diffsearch.solvers.schedule import Derivative, Schedule, Step
 
-_SERIES_TERMS = 30
+_SERIES_TERMS = 24
+_INVERSE_FACTORIALS = tuple(1.0 / math.factorial(n) for n in range(_SERIES_TERMS + 8))
 
 
 def phi(k: int, z: float) -> float:
-    """phi_k(z) = sum_j z^j / (j + k)!, by series for |z| < 1 and by recurrence otherwise."""
+    """phi_k(z) = sum_j z^j / (j + k)!, by series (Horner) for |z| < 1 and by recurrence otherwise."""
     if abs(z) < 1.0:
-        return sum(z**j / math.factorial(j + k) for j in range(_SERIES_TERMS))
+        value = 0.0
+        for j in range(_SERIES_TERMS - 1, -1, -1):
+            value = value * z + _INVERSE_FACTORIALS[j + k]
+        return value
     value = math.exp(z)
     for j in range(1, k + 1):
         value = (value - 1.0 / math.factorial(j - 1)) / z
@@ -118,7 +123,12 @@ def compile_step(index: int, step: Step, lambdas: np.ndarray, alphas: np.ndarray
 
 
 def compile_schedule(schedule: Schedule, noise_schedule) -> tuple[StepPlan, ...]:
-    """Every step's float64 coefficients, computed once per (schedule, noise schedule)."""
-    t = np.asarray(schedule.timesteps, dtype=np.float64)
+    """Every step's float64 coefficients, computed once per (timesteps, steps, noise schedule)."""
+    return _compile(schedule.timesteps, schedule.steps, noise_schedule)
+
+
+@lru_cache(maxsize=512)
+def _compile(timesteps: tuple[float, ...], steps: tuple[Step, ...], noise_schedule) -> tuple[StepPlan, ...]:
+    t = np.asarray(timesteps, dtype=np.float64)
     lambdas, alphas, sigmas = noise_schedule.lambda_(t), noise_schedule.alpha(t), noise_schedule.sigma(t)
-    return tuple(compile_step(i, step, lambdas, alphas, sigmas) for i, step in enumerate(schedule.steps))
+    return tuple(compile_step(i, step, lambdas, alphas, sigmas) for i, step in enumerate(steps))

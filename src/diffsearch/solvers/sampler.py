@@ -26,7 +26,7 @@ def first_evaluation(model: Denoiser, first_step: str, x_T: torch.Tensor, t: flo
     return (x_T - alpha * x0) / sigma, x0
 
 
-def _oldest_needed(plans: tuple[StepPlan, ...]) -> list[int]:
+def oldest_needed(plans: tuple[StepPlan, ...]) -> list[int]:
     """For each step, the oldest point index that this or any later step still reads."""
     oldest, running = [], float("inf")
     for plan in reversed(plans):
@@ -64,7 +64,7 @@ def sample(
     t = schedule.timesteps
     eps, x0 = first_evaluation(model, schedule.first_step, x_T, t[0], cond, guidance)
     xs, outputs = {0: x_T}, {"noise": {0: eps}, "data": {0: x0}}
-    oldest = _oldest_needed(plans)
+    oldest = oldest_needed(plans)
     for i, plan in enumerate(plans):
         for store in (xs, outputs["noise"], outputs["data"]):
             for j in [j for j in store if j < oldest[i]]:

@@ -155,8 +155,6 @@ def _check_timesteps(timesteps: tuple[float, ...], n_steps: int) -> None:
             raise ValueError(
                 f"timesteps[{index + 1}]: {timesteps[index + 1]} must be strictly below timesteps[{index}] = {timesteps[index]}"
             )
-    if 0.0 in timesteps[:-1]:
-        raise ValueError("timesteps: only the final timestep may be 0 (clean data)")
 
 
 def _check_points(where: str, derivatives: tuple[Derivative, ...], start: int, available: int) -> None:

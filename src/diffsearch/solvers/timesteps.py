@@ -38,7 +38,9 @@ def logsnr(ns: NoiseSchedule, n: int, t_start: float, t_end: float) -> np.ndarra
 @TIMESTEP_FAMILIES.register("quadratic")
 def quadratic(ns: NoiseSchedule, n: int, t_start: float, t_end: float) -> np.ndarray:
     """DPM-Solver's time_quadratic: (linspace(sqrt t_start, sqrt t_end))^2."""
-    return np.linspace(np.sqrt(t_start), np.sqrt(t_end), n + 1) ** 2
+    t = np.linspace(np.sqrt(t_start), np.sqrt(t_end), n + 1) ** 2
+    t[0], t[-1] = t_start, t_end
+    return t
 
 
 @TIMESTEP_FAMILIES.register("karras")
@@ -96,4 +98,9 @@ def make_timesteps(
         return family(ns, n_steps, t_start, t_end)
     t_start = ns.t_max if t_start is None else t_start
     t_end = ns.default_t_end if t_end is None else t_end
+    if not 0.0 < t_end < t_start:
+        raise DiffsearchError(
+            f"spacing {spacing!r} needs 0 < t_end < t_start, got t_end={t_end}, t_start={t_start}; "
+            "to end at t = 0 use linspace, leading or trailing"
+        )
     return family(ns, n_steps, t_start, t_end)
