@@ -23,6 +23,8 @@ _EXPORTS = {
     "load_schedule": "diffsearch.export.artifact",
     "save_schedule": "diffsearch.export.artifact",
     "DiffsearchError": "diffsearch.errors",
+    "run_search": "diffsearch.search.runner",
+    "RunConfig": "diffsearch.search.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -100,6 +100,93 @@ def baselines_command(
     _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} held-out samples, seed {seed})")
 
 
+@app.command("run")
+def run_command(
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (configs/*.yaml); flags override it.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default gmm).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
+    evals: Annotated[Optional[int], typer.Option("--evals", min=1, help="Expensive evaluations in total (default 60).")] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Objective metric (default: the model's first).")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per search evaluation.")] = None,
+    final_samples: Annotated[Optional[int], typer.Option("--final-samples", min=2, help="Held-out samples in the final stage.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Strategy seed.")] = None,
+    guidance: GuidanceOption = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", help="Fixed solver of the timesteps space.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default derived from the config).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Where to write the best schedule.")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Search for the best schedule at a budget; rerunning the same command resumes the study."""
+    from diffsearch.search.config import load_config
+    from diffsearch.search.runner import run_search
+
+    overrides = {"model": model, "space": space, "budget": budget, "strategy": strategy, "evals": evals,
+                 "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
+                 "seed": seed, "guidance": guidance, "solver": solver, "study": study, "storage": storage, "out": out,
+                 "progress": False if no_progress else None}
+    run_config = load_config(config, overrides)
+    _setup_torch()
+    result = run_search(run_config)
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    metrics = result.schedule.metrics
+    objective = metrics["objective"]
+    rows = [{"schedule": result.schedule.name, "nfe": result.schedule.nfe, **{k: v for k, v in metrics["heldout"].items() if k not in ("seed", "seconds_per_sample", "nfe")}}]
+    if metrics.get("baseline"):
+        baseline = metrics["baseline"]
+        rows.append({"schedule": baseline["schedule"], "nfe": result.schedule.nfe, **{k: v for k, v in baseline["heldout"].items() if k not in ("status", "seed", "seconds_per_sample", "nfe")}})
+    _print_rows(rows, False, title=f"held-out {objective}: searched vs best preset ({result.study})")
+    typer.echo(f"wrote {result.path}")
+
+
+@app.command("export")
+def export_command(
+    study: Annotated[str, typer.Option("--study", help="Study name.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Output JSON path.")] = "best.json",
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
+) -> None:
+    """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact."""
+    from diffsearch.search.runner import export_study
+
+    _setup_torch()
+    typer.echo(f"wrote {export_study(study, storage, out)}")
+
+
+@app.command("show")
+def show_command(
+    study: Annotated[list[str], typer.Option("--study", help="Study name (repeat to compare budgets).")],
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Candidates to list.")] = 10,
+    plots: Annotated[Optional[str], typer.Option("--plots", help="Folder for PNG plots (default runs/<study>/).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Top candidates of a study, and PNG plots (best-so-far; metric against NFE across studies)."""
+    from diffsearch.search.report import study_report
+
+    rows, written = study_report(study, storage, top, plots)
+    _print_rows(rows, as_json, title=f"top candidates of {', '.join(study)}")
+    if not as_json:
+        for path in written:
+            typer.echo(f"wrote {path}")
+
+
+@app.command("spaces")
+def spaces_command(as_json: JsonOption = False) -> None:
+    """Registered search spaces and strategies."""
+    from diffsearch.search.strategies import STRATEGIES
+    from diffsearch.spaces import SPACES
+
+    rows = [{"kind": "space", "name": name, "description": _first_line(SPACES.get(name).__doc__)} for name in SPACES]
+    rows += [{"kind": "strategy", "name": name, "description": _first_line(STRATEGIES.get(name).__doc__)} for name in STRATEGIES]
+    _print_rows(rows, as_json, title="spaces and strategies")
+
+
 @app.command("models")
 def models_command(as_json: JsonOption = False) -> None:
     """Registered models, and the other forms --model accepts."""

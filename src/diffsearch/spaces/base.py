@@ -47,8 +47,8 @@ class SearchSpace(ABC):
         self.options = options
 
     @abstractmethod
-    def initial(self) -> list[Candidate]:
-        """Known-good candidates at this budget (the presets); always evaluated first."""
+    def initial(self) -> list[tuple[str, Candidate]]:
+        """Known-good (label, candidate) pairs at this budget (the presets); evaluated first."""
 
     @abstractmethod
     def sample(self, rng: np.random.Generator) -> Candidate:

@@ -92,10 +92,10 @@ class SolverScheduleSpace(SearchSpace):
         self.max_steps = self.nfe + 1
 
     # -- candidates ---------------------------------------------------------------------------
-    def initial(self) -> list[Candidate]:
+    def initial(self) -> list[tuple[str, Candidate]]:
         """Every preset at this NFE on the logSNR and time-uniform grids."""
         return [
-            schedule_to_candidate(preset_schedule(name, self.nfe, self.ns, spacing))
+            (f"preset:{name}@{spacing}", schedule_to_candidate(preset_schedule(name, self.nfe, self.ns, spacing)))
             for spacing in INITIAL_SPACINGS for name in PRESETS
         ]
 

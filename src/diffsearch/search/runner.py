@@ -1,0 +1,301 @@
+"""The ask/tell search loop, the final held-out stage, and the exported artifact."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffsearch.budget import parse_budget
+from diffsearch.errors import DiffsearchError
+from diffsearch.evaluators.evaluate import METRICS, default_metrics, evaluate
+from diffsearch.evaluators.noise import HELDOUT_SEED, SEARCH_SEED
+from diffsearch.export.artifact import save_schedule
+from diffsearch.models.denoiser import Denoiser
+from diffsearch.models.loading import load_model
+from diffsearch.search import storage
+from diffsearch.search.config import RunConfig, parse_duration
+from diffsearch.search.strategies import STRATEGIES, Strategy
+from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
+from diffsearch.solvers.schedule import Schedule
+
+
+@dataclass
+class Run:
+    """The pieces of one search, resolved from its config."""
+
+    config: RunConfig
+    model: Denoiser
+    space: SearchSpace
+    strategy: Strategy
+    study: Any
+    metric: str
+    search_samples: int
+    final_samples: int
+    timings: dict[str, float] = field(default_factory=lambda: {"sampling_s": 0.0, "metric_s": 0.0})
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What ``run_search`` returns: the exported schedule and where it was written."""
+
+    study: str
+    schedule: Schedule
+    path: Path
+
+
+def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
+    """Search and final sample counts: cheap exact models get more samples."""
+    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 5000)
+    return config.search_samples or search, config.final_samples or final
+
+
+def prepare(config: RunConfig) -> Run:
+    """Resolve names to objects and open (or resume) the study."""
+    model = load_model(config.model)
+    space_options = dict(config.space_options)
+    if config.space == "timesteps":
+        space_options.setdefault("solver", config.solver)
+    space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
+    strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
+    metric = config.metric or default_metrics(model)[0]
+    METRICS.get(metric)
+    study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
+    return Run(config, model, space, strategy, study, metric, *sample_counts(model, config))
+
+
+def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> None:
+    """Evaluate one candidate (or reuse an identical one's value); failures become failed trials."""
+    fingerprint = candidate_fingerprint(candidate)
+    for key, value in (("candidate", candidate), ("fingerprint", fingerprint), ("tags", tags)):
+        trial.set_user_attr(key, storage.json_safe(value))
+    previous = storage.completed_value(run.study, fingerprint)
+    if previous is not None:
+        trial.set_user_attr("duplicate_of", previous[0])
+        run.study.tell(trial, previous[1])
+        return
+    started = time.perf_counter()
+    try:
+        schedule = run.space.decode(candidate)
+        result = evaluate(run.model, schedule, samples=run.search_samples, seed=SEARCH_SEED,
+                          guidance=run.config.guidance, metrics=[run.metric])
+    except Exception as error:  # a broken candidate is a failed trial, never a crashed search
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    elapsed = time.perf_counter() - started
+    sampling = result.get("wall_time_s", 0.0)
+    run.timings["sampling_s"] += sampling
+    run.timings["metric_s"] += elapsed - sampling
+    trial.set_user_attr("result", storage.json_safe(result))
+    value = result.get(run.metric)
+    if result["status"] != "ok" or value is None or not math.isfinite(value):
+        trial.set_user_attr("error", result.get("error", f"{run.metric} is not finite"))
+        run.study.tell(trial, state=_failed())
+        return
+    run.study.tell(trial, float(value))
+
+
+def _failed():
+    import optuna
+
+    return optuna.trial.TrialState.FAIL
+
+
+def next_trial(run: Run, pending: list[dict[str, Any]]):
+    """Ask the study for a trial and the strategy (or the re-queue) for its candidate."""
+    if pending:
+        item = pending.pop(0)
+        return run.study.ask(), item["candidate"], {**item["tags"], "requeued": True}
+    history = storage.history(run.study)
+    distributions = run.strategy.distributions(history)
+    trial = run.study.ask(distributions) if distributions else run.study.ask()
+    rng = np.random.default_rng([run.config.seed, trial.number])
+    params = trial.params if distributions else None
+    candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
+    return trial, candidate, tags
+
+
+def search_loop(run: Run) -> None:
+    """Ask, evaluate, tell until ``evals`` expensive evaluations exist or ``time`` is up."""
+    pending = storage.recover_stale(run.study)
+    deadline = time.monotonic() + parse_duration(run.config.time) if run.config.time else math.inf
+    evals = run.config.evals or 10**9
+    budget_of_trials = len(run.study.trials) + 5 * evals + 100
+    with _progress(run, evals) as update:
+        while time.monotonic() < deadline and len(run.study.trials) < budget_of_trials:
+            if storage.count_evaluations(run.study)["expensive"] >= evals:
+                break
+            trial, candidate, tags = next_trial(run, pending)
+            evaluate_trial(run, trial, candidate, tags)
+            update()
+
+
+class _progress:
+    """A rich progress bar: best so far, evaluations by fidelity, ETA (silent when disabled)."""
+
+    def __init__(self, run: Run, evals: int) -> None:
+        self.run, self.evals, self.bar = run, evals, None
+
+    def __enter__(self):
+        if self.run.config.progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+            self.bar.start()
+            self.task = self.bar.add_task(f"search {self.run.study.study_name}", total=self.evals, status="")
+            self()
+        return self
+
+    def __call__(self) -> None:
+        if self.bar is None:
+            return
+        counts = storage.count_evaluations(self.run.study)
+        predicted = sum((v or {}).get("predicted", 0) for k, v in self.run.study.user_attrs.items() if k.startswith("s3:stats:"))
+        best = _best_value(self.run.study)
+        status = f"best {self.run.metric}={best:.4g} | expensive {counts['expensive']} predicted {predicted} failed {counts['failed']} dup {counts['duplicates']}"
+        self.bar.update(self.task, completed=min(counts["expensive"], self.evals), status=status)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _best_value(study) -> float:
+    try:
+        return study.best_value
+    except ValueError:
+        return math.nan
+
+
+def _ranked(run: Run) -> list[storage.Record]:
+    """Completed, distinct candidates, best search value first."""
+    seen, ranked = set(), []
+    for record in sorted((r for r in storage.history(run.study) if r.value is not None), key=lambda r: r.value):
+        if record.fingerprint not in seen:
+            seen.add(record.fingerprint)
+            ranked.append(record)
+    return ranked
+
+
+def _heldout(run: Run, candidate: Candidate) -> dict[str, Any]:
+    """Held-out scores: the objective plus the model's other metrics (the costly teacher only if it is the objective)."""
+    others = [m for m in default_metrics(run.model) if m != "teacher_error"]
+    metrics = list(dict.fromkeys([run.metric, *others]))
+    try:
+        return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=HELDOUT_SEED,
+                        guidance=run.config.guidance, metrics=metrics)
+    except Exception as error:
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def final_stage(run: Run) -> dict[str, Any]:
+    """Re-score the top candidates and the best preset on held-out noise with more samples."""
+    counts = storage.count_evaluations(run.study)
+    cached = run.study.user_attrs.get("final")
+    if cached and cached.get("expensive") == counts["expensive"] and cached.get("final_samples") == run.final_samples:
+        return cached
+    ranked = _ranked(run)
+    if not ranked:
+        raise DiffsearchError(f"study {run.study.study_name}: no candidate evaluated successfully; nothing to export")
+    presets = [r for r in ranked if r.tags.get("origin") == "initial"]
+    chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
+    started = time.perf_counter()
+    rows = [{"trial": r.number, "label": r.tags.get("label"), "search_value": r.value, "candidate": r.candidate,
+             "heldout": storage.json_safe(_heldout(run, r.candidate))} for r in chosen]
+    ok = [row for row in rows if row["heldout"].get("status") == "ok" and row["heldout"].get(run.metric) is not None]
+    if not ok:
+        raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
+    best = min(ok, key=lambda row: row["heldout"][run.metric])
+    baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
+    final = {"expensive": counts["expensive"], "final_samples": run.final_samples, "rows": rows, "best": best["trial"],
+             "baseline": baseline["trial"] if baseline else None, "final_s": time.perf_counter() - started}
+    run.study.set_user_attr("final", storage.json_safe(final))
+    return final
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("diffsearch", "torch", "numpy", "scipy", "optuna", "pydantic"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def search_cost(run: Run, final: dict[str, Any]) -> dict[str, Any]:
+    """Seconds spent sampling, on metrics and on the predictor; evaluations per fidelity."""
+    attrs = run.study.user_attrs
+    stats = [v for k, v in attrs.items() if k.startswith("s3:stats:") and v]
+    sampling = metric = 0.0
+    for trial in run.study.get_trials(deepcopy=False):
+        result = trial.user_attrs.get("result") or {}
+        wall = result.get("wall_time_s") or 0.0
+        sampling += wall
+        metric += max((trial.datetime_complete - trial.datetime_start).total_seconds() - wall, 0.0) if trial.datetime_complete and trial.datetime_start else 0.0
+    counts = storage.count_evaluations(run.study)
+    return {"sampling_s": sampling, "metric_and_overhead_s": metric, "predictor_s": sum(s.get("predictor_s", 0.0) for s in stats),
+            "final_s": final["final_s"], "evaluations": {**counts, "predicted": sum(s.get("predicted", 0) for s in stats),
+                                                          "final": len(final["rows"])}}
+
+
+def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
+    """The best finalist as a diffsearch.schedule/v1 artifact with metrics and provenance."""
+    rows = {row["trial"]: row for row in final["rows"]}
+    best, baseline = rows[final["best"]], rows.get(final["baseline"])
+    heldout = {key: value for key, value in best["heldout"].items() if key not in ("status",)}
+    metrics = {"objective": run.metric, "heldout": heldout, "search_value": best["search_value"],
+               "search_samples": run.search_samples,
+               "baseline": None if baseline is None else {"schedule": baseline["label"], "heldout": baseline["heldout"]}}
+    provenance = {
+        "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
+        "config": run.config.model_dump(mode="json"),
+        "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": HELDOUT_SEED},
+        "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint},
+        "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "search_cost": search_cost(run, final),
+    }
+    schedule = run.space.decode(best["candidate"])
+    return Schedule.model_validate({**schedule.model_dump(), "name": f"{run.study.study_name}:best",
+                                    "metrics": storage.json_safe(metrics), "provenance": storage.json_safe(provenance)})
+
+
+def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
+    """Run (or resume) a search and export its best schedule.
+
+    Example:
+        >>> import diffsearch
+        >>> result = diffsearch.run_search({"model": "gmm", "budget": "4nfe", "strategy": "random",
+        ...     "evals": 3, "search_samples": 200, "final_samples": 400, "study": "doctest",
+        ...     "storage": "sqlite:///:memory:", "out": "/tmp/doctest-best.json", "progress": False,
+        ...     "space_options": {}})
+        >>> result.schedule.nfe
+        4
+    """
+    config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    run = prepare(config)
+    search_loop(run)
+    final = final_stage(run)
+    schedule = build_artifact(run, final)
+    path = Path(config.out or storage.RUNS_DIR / config.study_name() / "best.json")
+    save_schedule(schedule, path)
+    return SearchResult(config.study_name(), schedule, path)
+
+
+def export_study(name: str, storage_url: str | None, out: str | Path) -> Path:
+    """Write the best schedule of an existing, finished study (``search export``)."""
+    study = storage.load_existing(name, storage_url)
+    identity = study.user_attrs.get("config")
+    if not identity or not study.user_attrs.get("final"):
+        raise DiffsearchError(f"study {name!r} has no final stage yet; run the search to completion first")
+    config = RunConfig.model_validate({**identity, "study": name, "storage": storage_url, "progress": False})
+    run = prepare(config)
+    return save_schedule(build_artifact(run, study.user_attrs["final"]), out)

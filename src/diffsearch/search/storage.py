@@ -1,0 +1,122 @@
+"""The Optuna adapter: one study per search (SQLite in runs/ by default, any Optuna storage URL),
+trial records, stale-trial recovery. The only module that touches Optuna's study API."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from diffsearch.errors import DiffsearchError
+from diffsearch.search.strategies import Record, StudyState
+
+RUNS_DIR = Path("runs")
+
+
+def default_storage(study_name: str) -> str:
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{RUNS_DIR / (study_name + '.db')}"
+
+
+def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]):
+    """Create or load the study; a loaded one must have been created by the same search config."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or default_storage(name)
+    try:
+        study = optuna.create_study(study_name=name, storage=url, sampler=sampler, direction="minimize", load_if_exists=True)
+    except Exception as error:  # a bad URL or unreachable database
+        raise DiffsearchError(f"--storage {url}: cannot open the study ({type(error).__name__}: {error})") from None
+    stored = study.user_attrs.get("config")
+    if stored is None:
+        study.set_user_attr("config", identity)
+    elif stored != identity:
+        different = sorted(key for key in set(stored) | set(identity) if stored.get(key) != identity.get(key))
+        raise DiffsearchError(
+            f"study {name!r} in {url} was created with a different config ({', '.join(different)} differ); "
+            "pass --study NEW_NAME to start another study"
+        )
+    return study
+
+
+def load_existing(name: str, storage: str | None):
+    """An existing study (for show/export); a clear error if there is none."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or f"sqlite:///{RUNS_DIR / (name + '.db')}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise DiffsearchError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (see runs/)")
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise DiffsearchError(f"no study {name!r} in {url}") from None
+
+
+def state_of(study) -> StudyState:
+    return StudyState(lambda key: study.user_attrs.get(key), study.set_user_attr)
+
+
+def history(study) -> list[Record]:
+    """Every trial that carries a candidate, oldest first (value None unless complete)."""
+    import optuna
+
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        candidate = trial.user_attrs.get("candidate")
+        if candidate is None:
+            continue
+        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        records.append(Record(trial.number, candidate, value, trial.user_attrs.get("fingerprint", ""), trial.user_attrs.get("tags", {})))
+    return records
+
+
+def completed_value(study, fingerprint: str) -> tuple[int, float] | None:
+    """(trial number, value) of a completed evaluation of the same candidate, if any."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.user_attrs.get("fingerprint") == fingerprint and "duplicate_of" not in trial.user_attrs:
+            return trial.number, trial.value
+    return None
+
+
+def recover_stale(study) -> list[dict[str, Any]]:
+    """Fail trials left RUNNING by a killed run; return their candidates to evaluate first."""
+    import optuna
+
+    pending = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (the run was killed); re-queued")
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        if trial.user_attrs.get("candidate") is not None:
+            pending.append({"candidate": trial.user_attrs["candidate"], "tags": trial.user_attrs.get("tags", {})})
+    return pending
+
+
+def count_evaluations(study) -> dict[str, int]:
+    """Expensive evaluations (completed, not duplicates), failures and duplicates."""
+    import optuna
+
+    counts = {"expensive": 0, "failed": 0, "duplicates": 0}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            counts["duplicates" if "duplicate_of" in trial.user_attrs else "expensive"] += 1
+        elif trial.state == optuna.trial.TrialState.FAIL:
+            counts["failed"] += 1
+    return counts
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-storable copy (user attrs must be JSON): non-finite floats become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return json.loads(json.dumps(value, default=str))
