@@ -20,8 +20,9 @@ class Registry(Generic[T]):
     imported on first use, so that registries of heavy components stay cheap to import.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or (kind[:-1] + "ies" if kind.endswith("y") else kind + "s")
         self._entries: dict[str, T | str] = {}
 
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T | str:
@@ -42,7 +43,7 @@ class Registry(Generic[T]):
         """The entry called ``name``, importing it if it was registered lazily."""
         if name not in self._entries:
             raise DiffsearchError(
-                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
             )
         entry = self._entries[name]
         if isinstance(entry, str):

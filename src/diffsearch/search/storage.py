@@ -25,6 +25,8 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(study_name=name, storage=url, sampler=sampler, direction="minimize", load_if_exists=True)
     except Exception as error:  # a bad URL or unreachable database
