@@ -16,8 +16,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_MODEL = "gmm"
+DEFAULT_MODEL = "digits"
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `search models`), diffusers:<dir>, or module:factory / file.py:factory.")]
+ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
 BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
 SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
@@ -51,6 +52,7 @@ def eval_command(
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
+    reference: ReferenceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate one schedule: metrics on held-out noise, NFE and wall time."""
@@ -63,7 +65,7 @@ def eval_command(
     denoiser = load_model(model)
     nfe = nfe_budget(budget) if budget else None
     resolved = load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
-    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric)
+    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric, reference=reference)
     row = {"schedule": resolved.name or schedule, **result}
     _print_rows([row], as_json, title=f"{row['schedule']} on {denoiser.name} ({samples} held-out samples, seed {seed})")
     if result["status"] != "ok":
@@ -79,6 +81,7 @@ def baselines_command(
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
+    reference: ReferenceOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every preset solver at one NFE budget, in one table (best first)."""
@@ -90,11 +93,11 @@ def baselines_command(
     _setup_torch()
     denoiser = load_model(model)
     nfe = nfe_budget(budget)
-    metrics = metric or default_metrics(denoiser)
+    metrics = metric or default_metrics(denoiser, reference)
     rows = []
     for name in PRESETS:
         schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
-        result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics)
+        result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference)
         rows.append({"schedule": f"preset:{name}", **result})
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
     _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} held-out samples, seed {seed})")
@@ -103,7 +106,7 @@ def baselines_command(
 @app.command("run")
 def run_command(
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (configs/*.yaml); flags override it.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default gmm).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default digits).")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
@@ -114,6 +117,7 @@ def run_command(
     final_samples: Annotated[Optional[int], typer.Option("--final-samples", min=2, help="Held-out samples in the final stage.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Strategy seed.")] = None,
     guidance: GuidanceOption = None,
+    reference: ReferenceOption = None,
     solver: Annotated[Optional[str], typer.Option("--solver", help="Fixed solver of the timesteps space.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default derived from the config).")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
@@ -126,7 +130,7 @@ def run_command(
 
     overrides = {"model": model, "space": space, "budget": budget, "strategy": strategy, "evals": evals,
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
-                 "seed": seed, "guidance": guidance, "solver": solver, "study": study, "storage": storage, "out": out,
+                 "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None}
     run_config = load_config(config, overrides)
     _setup_torch()

@@ -46,15 +46,17 @@ def test_every_strategy_respects_the_budget_and_exports(tmp_path, strategy):
 
 
 def test_same_seed_same_search(tmp_path):
-    first = run_search(config(tmp_path / "a", strategy="s3", evals=30))
-    second = run_search(config(tmp_path / "b", strategy="s3", evals=30))
+    first = run_search(config(tmp_path / "a", strategy="s3", evals=52))
+    second = run_search(config(tmp_path / "b", strategy="s3", evals=52))
     fingerprints = [[t.user_attrs["fingerprint"] for t in trials(tmp_path / d)] for d in ("a", "b")]
     assert fingerprints[0] == fingerprints[1]
     assert first.schedule.timesteps == second.schedule.timesteps
 
 
 def test_solver_schedule_search_candidates_honour_the_nfe(tmp_path):
-    run_search(config(tmp_path, strategy="s3", space="solver_schedule", evals=28))
+    run_search(config(tmp_path, strategy="s3", space="solver_schedule", evals=52))
+    origins = {trial.user_attrs["tags"]["origin"] for trial in trials(tmp_path)}
+    assert origins == {"initial", "s3"}
     for trial in trials(tmp_path):
         schedule = diffsearch.Schedule(noise_schedule=None, **trial.user_attrs["candidate"])
         assert schedule.nfe == 4

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from diffsearch.errors import DiffsearchError
 
-DEFAULT_MODEL = "gmm"
+DEFAULT_MODEL = "digits"
 RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress")
 
 
@@ -30,6 +30,7 @@ class RunConfig(BaseModel):
     final_top: int = Field(3, ge=1, description="candidates re-scored on held-out noise")
     seed: int = Field(0, description="seed of the strategy")
     guidance: float | None = Field(None, description="classifier-free guidance scale")
+    reference: str | None = Field(None, description="real data for FID/KID (.npy/.npz samples or mu/sigma .npz)")
     solver: str = Field("dpmpp_2m", description="fixed solver of the timesteps space")
     study: str | None = Field(None, description="study name; default derived from the config")
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs/")

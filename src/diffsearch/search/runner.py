@@ -64,7 +64,7 @@ def prepare(config: RunConfig) -> Run:
         space_options.setdefault("solver", config.solver)
     space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
     strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
-    metric = config.metric or default_metrics(model)[0]
+    metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
     return Run(config, model, space, strategy, study, metric, *sample_counts(model, config))
@@ -84,7 +84,7 @@ def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) 
     try:
         schedule = run.space.decode(candidate)
         result = evaluate(run.model, schedule, samples=run.search_samples, seed=SEARCH_SEED,
-                          guidance=run.config.guidance, metrics=[run.metric])
+                          guidance=run.config.guidance, metrics=[run.metric], reference=run.config.reference)
     except Exception as error:  # a broken candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     elapsed = time.perf_counter() - started
@@ -185,11 +185,11 @@ def _ranked(run: Run) -> list[storage.Record]:
 
 def _heldout(run: Run, candidate: Candidate) -> dict[str, Any]:
     """Held-out scores: the objective plus the model's other metrics (the costly teacher only if it is the objective)."""
-    others = [m for m in default_metrics(run.model) if m != "teacher_error"]
+    others = [m for m in default_metrics(run.model, run.config.reference) if m != "teacher_error"]
     metrics = list(dict.fromkeys([run.metric, *others]))
     try:
         return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=HELDOUT_SEED,
-                        guidance=run.config.guidance, metrics=metrics)
+                        guidance=run.config.guidance, metrics=metrics, reference=run.config.reference)
     except Exception as error:
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 

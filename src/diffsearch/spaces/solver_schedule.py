@@ -23,7 +23,7 @@ PREDICTIONS = ("noise", "data")
 SCALES = ("none", "bh1", "bh2", "linear")
 CORRECTORS = ("none", "pseudo")
 ORDERS, ORDER_PROBABILITIES = (1, 2, 3, 4), (0.2, 0.4, 0.3, 0.1)  # USF's released priors (s3_spec.md 3.5)
-INITIAL_SPACINGS = ("logsnr", "time_uniform")
+INITIAL_SPACINGS = ("logsnr", "time_uniform", "quadratic", "karras")
 
 
 def nearest_points(count: int, start: int, available: int) -> list[int]:
@@ -93,7 +93,7 @@ class SolverScheduleSpace(SearchSpace):
 
     # -- candidates ---------------------------------------------------------------------------
     def initial(self) -> list[tuple[str, Candidate]]:
-        """Every preset at this NFE on the logSNR and time-uniform grids."""
+        """Every preset at this NFE on every continuous timestep family (logSNR, uniform, quadratic, Karras)."""
         return [
             (f"preset:{name}@{spacing}", schedule_to_candidate(preset_schedule(name, self.nfe, self.ns, spacing)))
             for spacing in INITIAL_SPACINGS for name in PRESETS
