@@ -74,9 +74,11 @@ def _image_reference(context: EvalContext):
 
 
 def _images(context: EvalContext) -> torch.Tensor:
-    """Samples in data space (latent models decode first)."""
+    """Samples in data space (latent models decode first), clamped to the model's ``data_range``."""
     decode = getattr(context.model, "decode", None)
-    return decode(context.samples) if decode is not None else context.samples
+    images = decode(context.samples) if decode is not None else context.samples
+    data_range = getattr(context.model, "data_range", None)
+    return images.clamp(*data_range) if data_range is not None else images
 
 
 @METRICS.register("fid")

@@ -2,7 +2,7 @@
 
 Registered extractors (``--features NAME``, or a model's ``feature_extractor`` attribute):
 
-- ``digits``: the penultimate layer (64 dims) of a small CNN classifier trained on the digits
+- ``digits``: the penultimate layer (64 pre-activations) of a small CNN classifier trained on the digits
   train split (a "classifier-feature FID"); ``python -m diffsearch.evaluators.features train``
   reproduces ``models/weights/digits_classifier.safetensors``.
 - ``raw``: the flattened samples themselves (for the ``gmm`` model and other low-dimensional data).
@@ -98,11 +98,17 @@ class ClassifierConfig(BaseModel):
     max_shift: int = Field(1, ge=0)
     seed: int = 0
     split_seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
 
 class DigitsClassifier(nn.Module):
-    """Small CNN for 8x8 digits; ``forward`` returns its penultimate (post-ReLU) features."""
+    """Small CNN for 8x8 digits; ``forward`` returns its penultimate layer before the ReLU.
+
+    Pre-activations, because units that the ReLU kills on all data would make the feature
+    covariance singular. They are divided by ``feature_scale`` (fixed after training: the train
+    split's RMS feature), so that x.y / d is O(1) as for Inception features and KID's cubic kernel
+    stays well scaled.
+    """
 
     name = "digits"
 
@@ -114,19 +120,20 @@ class DigitsClassifier(nn.Module):
             nn.Conv2d(1, c0, 3, padding=1), nn.ReLU(),
             nn.Conv2d(c0, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(4 * c2, config.num_features), nn.ReLU(),
+            nn.Flatten(), nn.Linear(4 * c2, config.num_features),
         )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.num_features, 10)
+        self.register_buffer("feature_scale", torch.ones(()))
         self.num_features = config.num_features
         self.fingerprint = fingerprint
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(images.float())
+        return self.body(images.float()) / self.feature_scale
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class scores (N, 10)."""
-        return self.head(self.dropout(self.forward(images)))
+        return self.head(self.dropout(nn.functional.relu(self.body(images.float()))))
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:
@@ -135,7 +142,7 @@ class DigitsClassifier(nn.Module):
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels (zero = background -1 fill)."""
+    """Translate each image by up to ``max_shift`` pixels, filling the border with background (-1)."""
     if max_shift == 0:
         return images
     padded = nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
@@ -168,18 +175,20 @@ def train_classifier(config: ClassifierConfig, log: bool = True) -> tuple[Digits
             optimizer.step()
             scheduler.step()
         if log and (epoch % 10 == 9 or epoch == config.epochs - 1):
-            accuracy = held_out_accuracy(classifier.eval(), split.held_out_images, split.held_out_labels)
-            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  held-out accuracy {accuracy:.4f}", flush=True)
+            score = accuracy(classifier.eval(), split.held_out_images, split.held_out_labels)
+            print(f"epoch {epoch + 1:3d}  loss {loss.item():.4f}  held-out accuracy {score:.4f}", flush=True)
     classifier.eval()
+    with torch.no_grad():
+        classifier.feature_scale.fill_(classifier.body(split.train_images).pow(2).mean().sqrt())
     info = {
-        "held_out_accuracy": held_out_accuracy(classifier, split.held_out_images, split.held_out_labels),
-        "train_accuracy": held_out_accuracy(classifier, split.train_images, split.train_labels),
+        "held_out_accuracy": accuracy(classifier, split.held_out_images, split.held_out_labels),
+        "train_accuracy": accuracy(classifier, split.train_images, split.train_labels),
         "train_seconds": round(time.perf_counter() - start, 1),
     }
     return classifier, info
 
 
-def held_out_accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+def accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` classified as ``labels``."""
     return float((classifier.classify(images) == labels).float().mean())
 
@@ -195,9 +204,10 @@ def save_classifier(classifier: DigitsClassifier, info: dict[str, Any], out: Pat
     save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(path))
     metadata = {
         "feature_extractor": "digits",
+        "command": f"python -m diffsearch.evaluators.features train --seed {classifier.config.seed} --threads {classifier.config.threads}",
         "config": classifier.config.model_dump(mode="json"),
         "input": "(N, 1, 8, 8) float images in [-1, 1] (sklearn digits / 8 - 1)",
-        "features": f"penultimate layer, post-ReLU, {classifier.num_features} dims",
+        "features": f"penultimate layer before its ReLU, {classifier.num_features} dims, divided by feature_scale",
         "torch_version": torch.__version__,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "metrics": info,

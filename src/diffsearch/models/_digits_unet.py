@@ -59,7 +59,7 @@ class ResBlock(nn.Module):
 
 
 class DigitsUNet(nn.Module):
-    """Epsilon network ``(x, t_in, labels) -> eps`` for (N, 1, 8, 8) images; about 0.5M parameters."""
+    """Epsilon network ``(x, t_in, labels) -> eps`` for (N, 1, 8, 8) images; about 0.42M parameters."""
 
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
