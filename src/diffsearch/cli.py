@@ -53,10 +53,13 @@ def eval_command(
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
     reference: ReferenceOption = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even if the evaluation cache has this result.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Evaluate one schedule: metrics on held-out noise, NFE and wall time."""
+    """Evaluate one schedule: metrics on held-out noise, NFE, MACs and wall time."""
     from diffsearch.budget import nfe_budget
+    from diffsearch.evaluators.cache import cache_for
+    from diffsearch.evaluators.cost import cost_statistics
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.export.artifact import load_schedule
     from diffsearch.models.loading import load_model
@@ -65,11 +68,35 @@ def eval_command(
     denoiser = load_model(model)
     nfe = nfe_budget(budget) if budget else None
     resolved = load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
-    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric, reference=reference)
-    row = {"schedule": resolved.name or schedule, **result}
+    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
+                      reference=reference, cache=cache_for(denoiser, not no_cache))
+    row = {"schedule": resolved.name or schedule, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
     _print_rows([row], as_json, title=f"{row['schedule']} on {denoiser.name} ({samples} held-out samples, seed {seed})")
     if result["status"] != "ok":
         raise typer.Exit(1)
+
+
+@app.command("sample")
+def sample_command(
+    schedule: Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="PNG path.")] = "grid.png",
+    model: ModelOption = DEFAULT_MODEL,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")] = None,
+    spacing: SpacingOption = "logsnr",
+    per_row: Annotated[int, typer.Option("--per-row", min=1, help="Images per row (one row per class).")] = 10,
+    seed: SeedOption = 1,
+    guidance: GuidanceOption = None,
+) -> None:
+    """Write a labelled image grid of samples (one row per class)."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.export.artifact import load_schedule
+    from diffsearch.export.grid import write_grid
+    from diffsearch.models.loading import load_model
+
+    _setup_torch()
+    denoiser = load_model(model)
+    resolved = load_schedule(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
+    typer.echo(f"wrote {write_grid(denoiser, resolved, out, per_row, seed, guidance)}")
 
 
 @app.command("baselines")
@@ -212,7 +239,7 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-_TABLE_HIDDEN = ("samples", "seed", "seconds_per_sample")
+_TABLE_HIDDEN = ("samples", "seed", "seconds_per_sample", "bytes", "cached")
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:

@@ -68,3 +68,23 @@ def test_help_is_fast_and_imports_no_torch():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "diffsearch.cli", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 3.0  # interpreter start included; --help itself is ~0.2 s
+
+
+def test_sample_writes_a_labelled_grid(tmp_path):
+    out = tmp_path / "grid.png"
+    result = run("sample", "--model", "digits", "--schedule", "preset:dpmpp_2m", "--budget", "4nfe", "--per-row", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_refuses_non_image_models(tmp_path):
+    process = subprocess.run([sys.executable, "-m", "diffsearch.cli", "sample", "--model", "gmm", "--schedule", "preset:ddim",
+                              "--budget", "3nfe", "--out", str(tmp_path / "g.png")], capture_output=True, text=True)
+    assert process.returncode == 2 and "draws image grids" in process.stderr
+
+
+def test_eval_reports_costs_on_digits():
+    result = run("eval", "--model", "digits", "--schedule", "preset:unipc_bh2", "--budget", "3nfe", "--samples", "100", "--json", "--no-cache")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["fid"] > 0 and row["macs_per_sample"] > 0 and row["params"] == 424417

@@ -118,14 +118,35 @@ def evaluate(
     metrics: list[str] | None = None,
     batch_size: int = 2048,
     reference: str | None = None,
+    cache: Any = None,
 ) -> dict[str, Any]:
     """Sample ``samples`` held-out noises with ``schedule`` and compute ``metrics`` (defaults per model).
 
     Returns a flat dict: ``status`` ("ok" or "failed"), ``nfe``, ``samples``, ``seed``, ``wall_time_s``
-    (sampling only), ``seconds_per_sample``, and one value per metric.
+    (sampling only), ``seconds_per_sample``, and one value per metric. With an ``EvaluationCache``,
+    a schedule already evaluated with the same model and settings is not evaluated again
+    (the result then has ``cached: True``).
     """
     metrics = metrics or default_metrics(model, reference)
     functions = {name: METRICS.get(name) for name in metrics}
+    key = None
+    if cache is not None:
+        from diffsearch.evaluators.cache import cache_key
+
+        spec = {"metrics": metrics, "samples": samples, "seed": seed, "guidance": guidance, "reference": reference}
+        key = cache_key(schedule, model.fingerprint, spec)
+        hit = cache.get(key)
+        if hit is not None:
+            return {**hit, "cached": True}
+    result = _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference)
+    if cache is not None:
+        cache.put(key, result)
+    return result
+
+
+def _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference) -> dict[str, Any]:
+    """Sample the noise set and compute every metric (no caching)."""
+    metrics = list(functions)
     x_T, labels = noise_set(model, samples, seed)
     cond = labels if guidance is not None or model.num_classes else None
     start = time.perf_counter()

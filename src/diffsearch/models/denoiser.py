@@ -70,6 +70,7 @@ class Denoiser:
         self.data_mean = data_mean
         self.name = name
         self.fingerprint = fingerprint or f"{name}-{self.noise_schedule.fingerprint}"
+        self.fingerprint_is_content_hash = fingerprint is not None  # only such models use the evaluation cache
         self.nfe = 0
 
     def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
-RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress")
+RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress", "cache")
 
 
 class RunConfig(BaseModel):
@@ -22,7 +22,7 @@ class RunConfig(BaseModel):
     space: str = Field("solver_schedule", description="search space (`search spaces`)")
     budget: str = Field("10nfe", description="candidate budget, e.g. 10nfe")
     strategy: str = Field("s3", description="random, evolution, s3, tpe, gp, nsga2")
-    evals: int | None = Field(60, ge=1, description="expensive evaluations in total (across resumes)")
+    evals: int | None = Field(120, ge=1, description="expensive evaluations in total (across resumes)")
     time: str | None = Field(None, description="wall-clock limit of this invocation, e.g. 30m, 90s, 1h")
     metric: str | None = Field(None, description="objective metric; default: the model's first metric")
     search_samples: int | None = Field(None, ge=2, description="samples per search evaluation (model default)")
@@ -38,6 +38,7 @@ class RunConfig(BaseModel):
     strategy_options: dict[str, Any] = Field(default_factory=dict)
     space_options: dict[str, Any] = Field(default_factory=dict)
     progress: bool = True
+    cache: bool = Field(True, description="reuse evaluations from the on-disk evaluation cache")
 
     @field_validator("time")
     @classmethod

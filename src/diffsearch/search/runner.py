@@ -39,6 +39,7 @@ class Run:
     search_samples: int
     final_samples: int
     timings: dict[str, float] = field(default_factory=lambda: {"sampling_s": 0.0, "metric_s": 0.0})
+    cache: Any = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ def prepare(config: RunConfig) -> Run:
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
-    return Run(config, model, space, strategy, study, metric, *sample_counts(model, config))
+    from diffsearch.evaluators.cache import cache_for
+
+    return Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
 
 
 def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> None:
@@ -84,7 +87,7 @@ def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) 
     try:
         schedule = run.space.decode(candidate)
         result = evaluate(run.model, schedule, samples=run.search_samples, seed=SEARCH_SEED,
-                          guidance=run.config.guidance, metrics=[run.metric], reference=run.config.reference)
+                          guidance=run.config.guidance, metrics=[run.metric], reference=run.config.reference, cache=run.cache)
     except Exception as error:  # a broken candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     elapsed = time.perf_counter() - started
@@ -189,7 +192,7 @@ def _heldout(run: Run, candidate: Candidate) -> dict[str, Any]:
     metrics = list(dict.fromkeys([run.metric, *others]))
     try:
         return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=HELDOUT_SEED,
-                        guidance=run.config.guidance, metrics=metrics, reference=run.config.reference)
+                        guidance=run.config.guidance, metrics=metrics, reference=run.config.reference, cache=run.cache)
     except Exception as error:
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 

@@ -1,0 +1,53 @@
+"""``search sample``: a labelled PNG grid of samples (one row per class for conditional models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from diffsearch.errors import DiffsearchError
+from diffsearch.models.denoiser import Denoiser
+from diffsearch.solvers.sampler import sample
+from diffsearch.solvers.schedule import Schedule
+
+
+def grid_samples(model: Denoiser, schedule: Schedule, per_row: int, seed: int, guidance: float | None):
+    """Samples and their row labels: one row per class, or 8 unlabelled rows."""
+    shape = model.data_shape or ()
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise DiffsearchError(f"search sample draws image grids; model {model.name!r} has data_shape {shape}, not (C, H, W)")
+    rows = model.num_classes or 8
+    labels = torch.arange(rows).repeat_interleave(per_row) if model.num_classes else None
+    x_T = torch.randn((rows * per_row, *shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        images = sample(model, schedule, x_T, labels, guidance)
+    images = getattr(model, "decode", lambda x: x)(images)
+    low, high = getattr(model, "data_range", (-1.0, 1.0))
+    return ((images.clamp(low, high) - low) / (high - low)).cpu(), labels, rows
+
+
+def write_grid(model: Denoiser, schedule: Schedule, out: str | Path, per_row: int = 10, seed: int = 1,
+               guidance: float | None = None) -> Path:
+    """Sample ``per_row`` images per class and write them as a PNG grid with row labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, labels, rows = grid_samples(model, schedule, per_row, seed, guidance)
+    figure, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.6 + 0.6, rows * 0.6 + 0.4), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        image = images[index].permute(1, 2, 0).numpy()
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if index % per_row == 0 and labels is not None:
+            axis.set_ylabel(str(int(labels[index])), rotation=0, labelpad=10)
+    title = f"{schedule.name or 'schedule'} ({schedule.nfe} NFE" + (f", guidance {guidance}" if guidance is not None else "") + ")"
+    figure.suptitle(title, fontsize=8)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
