@@ -43,17 +43,6 @@ def quality_table(samples: int) -> None:
         print()
 
 
-def tiny_unet():
-    import diffusers
-
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    ).eval()
-    return lambda x, t, cond: unet(x, t).sample
-
-
 def best_time(function, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -67,7 +56,9 @@ def best_time(function, repeats: int) -> float:
 def speed_table(repeats: int, batch: int = 64, nfe: int = 10) -> None:
     import diffusers
 
-    fn = tiny_unet()
+    from diffsearch.testing.models import tiny_unet_network
+
+    fn = tiny_unet_network()
     model = diffsearch.Denoiser(fn, BETAS, data_shape=(1, 8, 8))
     x_T = torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     t_in = torch.full((batch,), 500.0)

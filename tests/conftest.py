@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -17,3 +18,15 @@ def gmm():
     import diffsearch
 
     return diffsearch.load_model("gmm")
+
+
+@pytest.fixture()
+def no_network(monkeypatch):
+    """Fail the test on any attempt to open a network connection."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

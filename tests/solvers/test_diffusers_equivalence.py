@@ -43,17 +43,9 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def tiny_unet_model():
     """A randomly initialised diffusers UNet2DModel built from config (no download)."""
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4,
-    ).eval()
+    from diffsearch.testing.models import tiny_unet_network
 
-    @torch.no_grad()
-    def fn(x, t, cond):
-        return unet(x, t).sample
-
-    return diffsearch.Denoiser(fn, BETAS, "epsilon", data_shape=(1, 8, 8), name="tiny_unet")
+    return diffsearch.Denoiser(tiny_unet_network(), BETAS, "epsilon", data_shape=(1, 8, 8), name="tiny_unet")
 
 
 @pytest.fixture(scope="module")

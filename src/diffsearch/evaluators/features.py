@@ -218,19 +218,12 @@ def save_classifier(classifier: DigitsClassifier, info: dict[str, Any], out: Pat
 
 def load_digits_classifier(weights: str | Path | None = None) -> DigitsClassifier:
     """The trained digits classifier (offline, safetensors); ``fingerprint`` = its weights' sha256."""
-    from safetensors.torch import load_file
-
-    from diffsearch.models.digits import file_fingerprint
+    from diffsearch.models.digits import file_fingerprint, read_weights
 
     path = Path(weights) if weights is not None else CLASSIFIER_WEIGHTS
-    if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise DiffsearchError(
-            f"digits classifier weights {path} (and its .json) not found; "
-            "train them with: python -m diffsearch.evaluators.features train"
-        )
-    metadata = json.loads(path.with_suffix(".json").read_text())
+    state, metadata = read_weights(path, "python -m diffsearch.evaluators.features train")
     classifier = DigitsClassifier(ClassifierConfig.model_validate(metadata["config"]), f"digits-{file_fingerprint(path)}")
-    classifier.load_state_dict(load_file(str(path)))
+    classifier.load_state_dict(state)
     classifier.metadata = metadata
     return classifier.eval().requires_grad_(False)
 

@@ -238,19 +238,20 @@ def _labels(cond: Any, batch: int, device: torch.device) -> torch.Tensor:
     return labels
 
 
-def load_unet(weights: str | Path | None = None) -> DigitsUNet:
-    """The trained UNet from a safetensors file and its JSON metadata (offline)."""
+def read_weights(path: Path, train_command: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A shipped safetensors file and the JSON metadata beside it (offline); a clear error if missing."""
     from safetensors.torch import load_file
 
-    path = Path(weights) if weights is not None else UNET_WEIGHTS
     if not path.is_file() or not path.with_suffix(".json").is_file():
-        raise DiffsearchError(
-            f"digits weights {path} (and {path.with_suffix('.json').name}) not found; "
-            "train them with: python -m diffsearch.models.digits train"
-        )
-    metadata = json.loads(path.with_suffix(".json").read_text())
+        raise DiffsearchError(f"weights {path} (and {path.with_suffix('.json').name}) not found; train them with: {train_command}")
+    return load_file(str(path)), json.loads(path.with_suffix(".json").read_text())
+
+
+def load_unet(weights: str | Path | None = None) -> DigitsUNet:
+    """The trained UNet from a safetensors file and its JSON metadata (offline)."""
+    state, metadata = read_weights(Path(weights) if weights is not None else UNET_WEIGHTS, "python -m diffsearch.models.digits train")
     unet = DigitsUNet(UNetConfig.model_validate(metadata["architecture"]))
-    unet.load_state_dict(load_file(str(path)))
+    unet.load_state_dict(state)
     return unet.eval().requires_grad_(False)
 
 
