@@ -68,8 +68,9 @@ def eval_command(
     denoiser = load_model(model)
     nfe = nfe_budget(budget) if budget else None
     resolved = load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
-    result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
-                      reference=reference, cache=cache_for(denoiser, not no_cache))
+    with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
+        result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
+                          reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance)
     row = {"schedule": resolved.name or schedule, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
     _print_rows([row], as_json, title=f"{row['schedule']} on {denoiser.name} ({samples} held-out samples, seed {seed})")
     if result["status"] != "ok":
@@ -122,10 +123,12 @@ def baselines_command(
     nfe = nfe_budget(budget)
     metrics = metric or default_metrics(denoiser, reference)
     rows = []
-    for name in PRESETS:
-        schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
-        result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference)
-        rows.append({"schedule": f"preset:{name}", **result})
+    with _bar(len(PRESETS.names()), f"presets at {nfe} NFE", not as_json) as advance:
+        for name in PRESETS:
+            schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
+            result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference)
+            rows.append({"schedule": f"preset:{name}", **result})
+            advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
     _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} held-out samples, seed {seed})")
 
@@ -150,6 +153,10 @@ def run_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Where to write the best schedule.")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Where evaluations run: inline (default) or ray.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel evaluations (Ray evaluator actors).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray evaluator actor.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join: auto or ray://host:port (default: a local one).")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -158,7 +165,8 @@ def run_command(
     overrides = {"model": model, "space": space, "budget": budget, "strategy": strategy, "evals": evals,
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
-                 "progress": False if no_progress else None}
+                 "progress": False if no_progress else None, "executor": executor, "workers": workers,
+                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address}
     run_config = load_config(config, overrides)
     _setup_torch()
     result = run_search(run_config)
@@ -227,6 +235,28 @@ def models_command(as_json: JsonOption = False) -> None:
     rows.append({"model": "diffusers:<dir>", "description": "a local diffusers model or pipeline directory"})
     rows.append({"model": "module:factory | file.py:factory", "description": "a plug-in factory returning diffsearch.Denoiser"})
     _print_rows(rows, as_json, title="models")
+
+
+class _bar:
+    """A transient rich progress bar on stderr; ``advance(n)`` moves it (a no-op when disabled)."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.total, self.description, self.enabled, self.progress = total, description, enabled, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.progress = Progress(console=Console(stderr=True), transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.description, total=self.total)
+        return lambda n: self.progress.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _first_line(text: str | None) -> str:

@@ -119,6 +119,7 @@ def evaluate(
     batch_size: int = 2048,
     reference: str | None = None,
     cache: Any = None,
+    on_batch: Any = None,
 ) -> dict[str, Any]:
     """Sample ``samples`` held-out noises with ``schedule`` and compute ``metrics`` (defaults per model).
 
@@ -138,19 +139,19 @@ def evaluate(
         hit = cache.get(key)
         if hit is not None:
             return {**hit, "cached": True}
-    result = _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference)
+    result = _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference, on_batch)
     if cache is not None:
         cache.put(key, result)
     return result
 
 
-def _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference) -> dict[str, Any]:
+def _evaluate(model, schedule, functions, samples, seed, guidance, batch_size, reference, on_batch=None) -> dict[str, Any]:
     """Sample the noise set and compute every metric (no caching)."""
     metrics = list(functions)
     x_T, labels = noise_set(model, samples, seed)
     cond = labels if guidance is not None or model.num_classes else None
     start = time.perf_counter()
-    output = sample_batched(model, schedule, x_T, cond, guidance, batch_size)
+    output = sample_batched(model, schedule, x_T, cond, guidance, batch_size, on_batch)
     wall = time.perf_counter() - start
     result: dict[str, Any] = {
         "status": "ok", "nfe": schedule.nfe, "samples": samples, "seed": seed,
