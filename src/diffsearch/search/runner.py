@@ -40,6 +40,7 @@ class Run:
     final_samples: int
     timings: dict[str, float] = field(default_factory=lambda: {"sampling_s": 0.0, "metric_s": 0.0})
     cache: Any = None
+    executor: Any = None
 
 
 @dataclass(frozen=True)
@@ -70,30 +71,45 @@ def prepare(config: RunConfig) -> Run:
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
     from diffsearch.evaluators.cache import cache_for
 
-    return Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
+    from diffsearch.search.executors import make_executor
+
+    run = Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
+    run.executor = make_executor(run)
+    return run
 
 
 def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> None:
     """Evaluate one candidate (or reuse an identical one's value); failures become failed trials."""
+    if start_trial(run, trial, candidate, tags):
+        run.executor.submit(trial.number, candidate)
+        tell_result(run, trial, run.executor.next_result()[1])
+
+
+def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
+    """Record the candidate on its trial; False when an identical one's value was reused (told)."""
     fingerprint = candidate_fingerprint(candidate)
     for key, value in (("candidate", candidate), ("fingerprint", fingerprint), ("tags", tags)):
         trial.set_user_attr(key, storage.json_safe(value))
+    return not _told_duplicate(run, trial, fingerprint)
+
+
+def _told_duplicate(run: Run, trial, fingerprint: str) -> bool:
     previous = storage.completed_value(run.study, fingerprint)
-    if previous is not None:
-        trial.set_user_attr("duplicate_of", previous[0])
-        run.study.tell(trial, previous[1])
-        return
-    started = time.perf_counter()
-    try:
-        schedule = run.space.decode(candidate)
-        result = evaluate(run.model, schedule, samples=run.search_samples, seed=SEARCH_SEED,
-                          guidance=run.config.guidance, metrics=[run.metric], reference=run.config.reference, cache=run.cache)
-    except Exception as error:  # a broken candidate is a failed trial, never a crashed search
-        result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    elapsed = time.perf_counter() - started
+    if previous is None:
+        return False
+    trial.set_user_attr("duplicate_of", previous[0])
+    run.study.tell(trial, previous[1])
+    return True
+
+
+def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
+    """Tell an executor's result: finite objective -> complete, anything else -> failed trial."""
+    elapsed = result.pop("elapsed_s", 0.0)
     sampling = result.get("wall_time_s", 0.0)
     run.timings["sampling_s"] += sampling
     run.timings["metric_s"] += elapsed - sampling
+    if run.executor.slots > 1 and _told_duplicate(run, trial, trial.user_attrs["fingerprint"]):
+        return  # a parallel twin finished first
     trial.set_user_attr("result", storage.json_safe(result))
     value = result.get(run.metric)
     if result["status"] != "ok" or value is None or not math.isfinite(value):
@@ -124,18 +140,37 @@ def next_trial(run: Run, pending: list[dict[str, Any]]):
 
 
 def search_loop(run: Run) -> None:
-    """Ask, evaluate, tell until ``evals`` expensive evaluations exist or ``time`` is up."""
+    """Ask, evaluate, tell until ``evals`` expensive evaluations exist or ``time`` is up.
+
+    Up to ``executor.slots`` trials are in flight at once; results are told as they complete.
+    """
     pending = storage.recover_stale(run.study)
     deadline = time.monotonic() + parse_duration(run.config.time) if run.config.time else math.inf
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
+    inflight: dict[int, Any] = {}
+
+    def may_ask() -> bool:
+        return (len(inflight) < run.executor.slots and time.monotonic() < deadline and len(run.study.trials) < budget_of_trials
+                and storage.count_evaluations(run.study)["expensive"] + len(inflight) < evals)
+
     with _progress(run, evals) as update:
-        while time.monotonic() < deadline and len(run.study.trials) < budget_of_trials:
-            if storage.count_evaluations(run.study)["expensive"] >= evals:
-                break
-            trial, candidate, tags = next_trial(run, pending)
-            evaluate_trial(run, trial, candidate, tags)
-            update()
+        try:
+            while True:
+                while may_ask():
+                    trial, candidate, tags = next_trial(run, pending)
+                    if start_trial(run, trial, candidate, tags):
+                        run.executor.submit(trial.number, candidate)
+                        inflight[trial.number] = trial
+                    else:
+                        update()
+                if not inflight:
+                    break
+                number, result = run.executor.next_result()
+                tell_result(run, inflight.pop(number), result)
+                update()
+        finally:
+            run.executor.close()
 
 
 class _progress:
