@@ -157,6 +157,7 @@ def run_command(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Parallel evaluations (Ray evaluator actors).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray evaluator actor.")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join: auto or ray://host:port (default: a local one).")] = None,
+    predictor: Annotated[Optional[str], typer.Option("--predictor", help="s3: predictor gating expensive evaluations (mlp, xgboost, gp, ensemble).")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -166,7 +167,7 @@ def run_command(
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
-                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address}
+                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor}
     run_config = load_config(config, overrides)
     _setup_torch()
     result = run_search(run_config)

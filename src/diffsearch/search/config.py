@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
-RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress", "cache")
+RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress", "cache",
+                     "executor", "workers", "gpus_per_worker", "ray_address", "max_retries")
 
 
 class RunConfig(BaseModel):
@@ -35,10 +36,17 @@ class RunConfig(BaseModel):
     study: str | None = Field(None, description="study name; default derived from the config")
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs/")
     out: str | None = Field(None, description="where to write the best schedule; default runs/<study>/best.json")
-    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    predictor: str = Field("ensemble", description="s3 only: predictor gating the expensive evaluations (mlp, xgboost, gp, ensemble)")
+    gating: bool = Field(True, description="s3 only: proxy cascade + kill switch; false = predictor top-k only")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="strategy knobs (s3: top_k, explore, proxy_fraction, proxy_samples, ...)")
     space_options: dict[str, Any] = Field(default_factory=dict)
     progress: bool = True
     cache: bool = Field(True, description="reuse evaluations from the on-disk evaluation cache")
+    executor: Literal["inline", "ray"] = Field("inline", description="where evaluations run: inline (driver) or ray actors")
+    workers: int = Field(1, ge=1, description="parallel evaluations (ray executor: evaluator actors)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray evaluator actor reserves")
+    ray_address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port); default: embedded local cluster")
+    max_retries: int = Field(2, ge=0, description="re-evaluations on a fresh actor after an evaluator died")
 
     @field_validator("time")
     @classmethod
@@ -46,6 +54,23 @@ class RunConfig(BaseModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _predictor_into_s3_options(cls, data: Any) -> Any:
+        """Hand ``predictor`` and ``gating`` to the s3 strategy through ``strategy_options``."""
+        if isinstance(data, dict) and data.get("strategy", "s3") == "s3":
+            options = dict(data.get("strategy_options") or {})
+            options.setdefault("predictor", data.get("predictor", "ensemble"))
+            options.setdefault("gating", data.get("gating", True))
+            data = {**data, "strategy_options": options}
+        return data
+
+    @model_validator(mode="after")
+    def _parallel_needs_ray(self) -> RunConfig:
+        if self.executor == "inline" and (self.workers > 1 or self.gpus_per_worker or self.ray_address):
+            raise ValueError("workers > 1, gpus_per_worker and ray_address need executor: ray (--executor ray)")
+        return self
 
     def study_name(self) -> str:
         if self.study:
