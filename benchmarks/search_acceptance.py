@@ -47,7 +47,8 @@ def digits(nfes: list[int]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for nfe in nfes:
         started = time.perf_counter()
-        result = run_search(RunConfig(budget=f"{nfe}nfe", progress=False))
+        result = run_search(RunConfig(budget=f"{nfe}nfe", progress=False, study=f"acceptance-digits-{nfe}nfe",
+                                      storage="sqlite:///runs/acceptance.db", out=f"runs/acceptance/digits-{nfe}nfe.json"))
         samples = result.schedule.metrics["heldout"]["samples"]
         if samples not in floors:
             floors[samples] = reference_fid(model, samples)

@@ -25,7 +25,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def config(tmp_path, **overrides):
     base = {"model": "gmm", "budget": "4nfe", "strategy": "evolution", "evals": 24, "search_samples": 200,
             "final_samples": 400, "final_top": 2, "study": "test", "storage": f"sqlite:///{tmp_path}/s.db",
-            "out": str(tmp_path / "best.json"), "progress": False}
+            "out": str(tmp_path / "best.json"), "progress": False, "predictor": "xgboost"}
     return {**base, **overrides}
 
 

@@ -58,11 +58,13 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _predictor_into_s3_options(cls, data: Any) -> Any:
-        """Hand ``predictor`` and ``gating`` to the s3 strategy through ``strategy_options``."""
+        """Hand ``predictor``, ``gating`` (and a proxy sample count below ``search_samples``) to s3 via ``strategy_options``."""
         if isinstance(data, dict) and data.get("strategy", "s3") == "s3":
             options = dict(data.get("strategy_options") or {})
             options.setdefault("predictor", data.get("predictor", "ensemble"))
             options.setdefault("gating", data.get("gating", True))
+            if data.get("search_samples"):  # the proxy stays a small fraction of an expensive evaluation
+                options.setdefault("proxy_samples", max(32, int(data["search_samples"]) // 8))
             data = {**data, "strategy_options": options}
         return data
 

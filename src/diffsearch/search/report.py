@@ -17,10 +17,20 @@ def top_rows(study, top: int) -> list[dict[str, Any]]:
         seen.add(record.fingerprint)
         rows.append({"study": study.study_name, "trial": record.number, "value": record.value,
                      "origin": record.tags.get("label") or record.tags.get("origin", ""),
+                     "gate": record.tags.get("gate", ""),
                      "steps": len(record.candidate.get("steps", record.candidate.get("timesteps", [])[1:]))})
         if len(rows) == top:
             break
     return rows
+
+
+def gating_rows(study) -> list[dict[str, Any]]:
+    """One row per s3 stage: gate mode, online Kendall tau (labels), offspring, proxied, promoted+explorers."""
+    gates = sorted((v for k, v in study.user_attrs.items() if k.startswith("s3:gate:") and v), key=lambda g: g["stage"])
+    return [{"study": study.study_name, "stage": g["stage"], "gate": g.get("mode", ""),
+             "online_tau": "-" if g.get("online_tau") is None else f"{g['online_tau']:.2f} ({g.get('tau_labels', 0)})",
+             "offspring": g.get("offspring", 0), "proxied": g.get("proxied", 0),
+             "promoted": f"{g.get('promoted', 0)}+{g.get('explorers', 0)}"} for g in gates]
 
 
 def best_so_far(study) -> list[float]:
@@ -44,6 +54,7 @@ def study_report(names: list[str], storage_url: str | None, top: int, plots: str
     folder = Path(plots) if plots else storage.RUNS_DIR / names[0]
     folder.mkdir(parents=True, exist_ok=True)
     rows = [row for study in studies for row in top_rows(study, top)]
+    rows += [row for study in studies for row in gating_rows(study)]
     figure, axis = plt.subplots(figsize=(6, 4))
     for study in studies:
         axis.plot(range(1, len(best_so_far(study)) + 1), best_so_far(study), label=study.study_name)

@@ -111,53 +111,157 @@ class EvolutionStrategy(Strategy):
 
 @STRATEGIES.register("s3")
 class S3Strategy(Strategy):
-    """Multi-stage predictor-guided evolution (S³): per stage, many mutants are ranked by a predictor
-    refit on every evaluation, and only the top ones (plus one random explorer) are evaluated."""
+    """Multi-stage predictor-gated evolution (S³): per stage, many mutants are ranked by a learned predictor
+    (pretrained on cheap proxies, fine-tuned on expensive labels); only the best by proxy (plus explorers) are evaluated."""
+
+    def __init__(self, space: SearchSpace, seed: int = 0, predictor: str = "ensemble", gating: bool = True, **options: Any) -> None:
+        from diffsearch.predictors import PREDICTORS
+        from diffsearch.predictors.gating import GatePolicy
+
+        super().__init__(space, seed, **options)
+        PREDICTORS.get(predictor)
+        self.predictor, self.policy = predictor, GatePolicy.from_options(options) if gating else None
+        self._memo: dict[str, Any] = {}  # s3:* attrs this instance read or wrote (it is their only writer)
+        self._features: dict[str, np.ndarray] = {}
+
+    def _get(self, state, key: str) -> Any:
+        """``state.get`` memoized: study user attrs are deep-copied on every read."""
+        if key not in self._memo:
+            self._memo[key] = state.get(key)
+        return self._memo[key]
+
+    def _set(self, state, key: str, value: Any) -> None:
+        state.set(key, value)
+        self._memo[key] = value
+
+    def _encode(self, candidates: list[Candidate]) -> np.ndarray:
+        """Predictor features of ``candidates`` (cached by fingerprint)."""
+        from diffsearch.predictors.encoders import encode
+
+        rows = []
+        for candidate in candidates:
+            key = candidate_fingerprint(candidate)
+            if key not in self._features:
+                self._features[key] = encode(self.space, candidate)
+            rows.append(self._features[key])
+        return np.stack(rows)
+
+    def propose(self, history, params, rng, state):
+        """Ungated: presets first, as every strategy; gated: the presets too go through the proxy gate (stage 0)."""
+        if self.policy is None or self._get(state, "s3:stage") is not None:
+            return super().propose(history, params, rng, state) if self.policy is None else self.next_candidate(history, params, rng, state)
+        self._initial_stage(history, rng, state)
+        return self.next_candidate(history, params, rng, state)
 
     def next_candidate(self, history, params, rng, state):
-        stage = int(state.get("s3:stage") or 0)
-        queue = state.get(f"s3:queue:{stage}") or []
+        stage = int(self._get(state, "s3:stage") or 0)
+        queue = self._get(state, f"s3:queue:{stage}") or []
         used = sum(1 for record in history if record.tags.get("stage") == stage)
         if used >= len(queue):
             stage, queue = self._new_stage(history, rng, state, stage + 1)
             used = 0
-        return queue[used], {"origin": "s3", "stage": stage}
+        tags = (self._get(state, f"s3:tags:{stage}") or [{}] * len(queue))[used]
+        return queue[used], {"origin": "s3", **tags, "stage": stage}
 
-    def _new_stage(self, history, rng, state, stage: int) -> tuple[int, list[Candidate]]:
-        """Fit the predictor, rank many offspring, queue the top k and one random explorer."""
-        started = time.perf_counter()
-        done = completed(history)
-        mutants = int(self.options.get("mutants", 200))
-        top_k = int(self.options.get("top_k", 4))
-        parents = sorted(done, key=lambda record: record.value)[: int(self.options.get("parents", 15))]
+    def _offspring(self, history, rng) -> list[Candidate]:
+        """Distinct unseen mutants of the best ``parents`` evaluated candidates."""
+        parents = sorted(completed(history), key=lambda record: record.value)[: int(self.options.get("parents", 15))]
         seen = {record.fingerprint for record in history}
         pool: dict[str, Candidate] = {}
-        for _ in range(mutants):
+        for _ in range(int(self.options.get("mutants", 200))):
             child = offspring(self.space, parents, rng, 3, 0.3)
             fingerprint = candidate_fingerprint(child)
             if fingerprint not in seen:
                 pool.setdefault(fingerprint, child)
-        candidates = list(pool.values())
-        scores = self._predict(done, candidates)
-        order = np.argsort(scores)
-        queue = [candidates[i] for i in order[:top_k]]
-        rest = [candidates[i] for i in order[top_k:]]
-        if rest:
-            queue.append(rest[int(rng.integers(len(rest)))])
-        state.set(f"s3:queue:{stage}", queue)
-        state.set("s3:stage", stage)
-        state.set(f"s3:stats:{stage}", {"predicted": len(candidates), "predictor_s": time.perf_counter() - started})
+        return list(pool.values())
+
+    def _new_stage(self, history, rng, state, stage: int) -> tuple[int, list[Candidate]]:
+        """Rank many offspring with the predictor (and the gate), queue the chosen ones."""
+        started = time.perf_counter()
+        candidates = self._offspring(history, rng)
+        scores = self._predict(completed(history), candidates, state, stage)
+        if self.policy is None:
+            queue, tags, gate = self._ungated_top(candidates, scores, rng)
+        else:
+            queue, tags, gate = self._gate(history, candidates, scores, rng, state, stage)
+        self._save_stage(state, stage, queue, tags, gate, {"predicted": len(candidates), "predictor_s": time.perf_counter() - started})
         return stage, queue
 
-    def _predict(self, done: list[Record], candidates: list[Candidate]) -> np.ndarray:
-        """Random-forest regression on log-values of every evaluated candidate (a simple predictor)."""
-        from sklearn.ensemble import RandomForestRegressor
+    def _ungated_top(self, candidates, scores, rng):
+        """Gating off: the predictor's top k and one random explorer (the original S³ loop)."""
+        top_k = int(self.options.get("top_k", 4))
+        order = [int(i) for i in np.argsort(scores[0], kind="stable")]
+        chosen = order[:top_k] + ([order[top_k:][int(rng.integers(len(order) - top_k))]] if len(order) > top_k else [])
+        return [candidates[i] for i in chosen], [{"predicted": float(scores[0][i])} for i in chosen], {"mode": "predictor"}
 
-        features = np.stack([self.space.encode(record.candidate) for record in done])
-        targets = np.log(np.maximum([record.value for record in done], 1e-12))
-        forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, random_state=self.seed, n_jobs=1)
-        forest.fit(features, targets)
-        return forest.predict(np.stack([self.space.encode(c) for c in candidates]))
+    def _gate(self, history, candidates, scores, rng, state, stage: int):
+        """The cascade: predictor -> proxy -> expensive; ungated (random offspring) while the online tau is low."""
+        from diffsearch.predictors.gating import online_tau, proxy_values, split_top_and_random
+
+        policy, (mu, sigma) = self.policy, scores
+        tau, labels = online_tau(history, policy.tau_window, policy.tau_min_labels)
+        gate = {"online_tau": tau, "tau_labels": labels, "offspring": len(candidates), "predictor": self.predictor}
+        if tau is not None and tau < policy.tau_threshold and (self._get(state, f"s3:gate:{stage - 1}") or {}).get("mode") != "ungated":
+            picks = [int(i) for i in rng.choice(len(candidates), size=min(policy.top_k + policy.explore, len(candidates)), replace=False)]
+            return ([candidates[i] for i in picks], [{"gate": "ungated", "predicted": float(mu[i])} for i in picks],
+                    {**gate, "mode": "ungated", "proxied": 0, "promoted": len(picks), "explorers": 0})
+        count = max(policy.top_k + policy.explore, int(np.ceil(policy.proxy_fraction * len(candidates))))
+        top, random_picks = split_top_and_random(mu - policy.kappa * sigma, count, policy.proxy_explore, rng)
+        proxied = top + random_picks
+        values = proxy_values(self.space, [candidates[i] for i in proxied], policy)
+        self._save_proxies(state, stage, [candidates[i] for i in proxied], values)
+        ranked = [i for _, i in sorted((v, i) for v, i in zip(values, proxied) if v is not None)]
+        promoted = ranked[: policy.top_k]
+        rest = [i for i in range(len(candidates)) if i not in promoted]
+        explorers = [rest[int(j)] for j in rng.choice(len(rest), size=min(policy.explore, len(rest)), replace=False)] if rest else []
+        chosen = promoted + explorers
+        tags = [{"gate": "promoted" if i in promoted else "explorer", "predicted": float(mu[i])} for i in chosen]
+        return [candidates[i] for i in chosen], tags, {**gate, "mode": "gated", "proxied": len(proxied), "promoted": len(promoted),
+                                                       "explorers": len(explorers)}
+
+    def _initial_stage(self, history, rng, state) -> None:
+        """Stage 0: every preset gets the proxy; the best ``initial_promote`` and one random preset get the expensive metric."""
+        from diffsearch.predictors.gating import proxy_values
+
+        started = time.perf_counter()
+        seen = {record.fingerprint for record in history}
+        pending = [(label, c) for label, c in self._initial if candidate_fingerprint(c) not in seen]
+        values = proxy_values(self.space, [c for _, c in pending], self.policy)
+        self._save_proxies(state, 0, [c for _, c in pending], values)
+        order = [i for _, i in sorted((v if v is not None else np.inf, i) for i, v in enumerate(values))]
+        promoted = order[: self.policy.initial_promote]
+        rest = order[self.policy.initial_promote :]
+        chosen = promoted + ([rest[int(rng.integers(len(rest)))]] if rest else [])
+        tags = [{"origin": "initial", "label": pending[i][0], "gate": "promoted" if i in promoted else "explorer"} for i in chosen]
+        gate = {"mode": "initial", "offspring": len(pending), "proxied": len(pending), "promoted": len(promoted), "explorers": len(chosen) - len(promoted)}
+        self._save_stage(state, 0, [pending[i][1] for i in chosen], tags, gate, {"predicted": 0, "predictor_s": time.perf_counter() - started})
+
+    def _save_stage(self, state, stage: int, queue, tags, gate, stats) -> None:
+        self._set(state, f"s3:queue:{stage}", queue)
+        self._set(state, f"s3:tags:{stage}", tags)
+        self._set(state, f"s3:gate:{stage}", {"stage": stage, **gate})
+        self._set(state, f"s3:stats:{stage}", stats)
+        self._set(state, "s3:stage", stage)
+
+    def _save_proxies(self, state, stage: int, candidates, values) -> None:
+        """Append the stage's proxy labels to ``s3:proxy`` (the pretraining set)."""
+        new = [{"candidate": c, "value": v, "stage": stage} for c, v in zip(candidates, values) if v is not None]
+        self._set(state, "s3:proxy", (self._get(state, "s3:proxy") or []) + new)
+
+    def _predict(self, done: list[Record], candidates: list[Candidate], state, stage: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of the registered predictor, pretrained on every proxy label so far, fine-tuned on ``done``."""
+        from diffsearch.predictors.pretrain import train_predictor
+
+        proxies = self._get(state, "s3:proxy") or []
+        labelled = (self._encode([r.candidate for r in done]), np.asarray([r.value for r in done]), np.full(len(done), self._nfe()))
+        pool = (self._encode([p["candidate"] for p in proxies]), np.asarray([p["value"] for p in proxies]), np.full(len(proxies), self._nfe())) if proxies else None
+        predictor = train_predictor(self.predictor, labelled, pool, seed=self.seed)
+        features = self._encode(candidates)
+        std = predictor.predict_std(features)
+        return predictor.predict(features), np.zeros(len(candidates)) if std is None else std
+
+    def _nfe(self) -> int:
+        return int(self.space.budget.value) if self.space.budget.unit == "nfe" else 0
 
 
 class OptunaStrategy(Strategy):
