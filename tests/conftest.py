@@ -30,3 +30,25 @@ def no_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture()
+def flaky_plugin(tmp_path):
+    """A plug-in model file (gmm network) that returns NaN for some times and raises for others."""
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text(
+        "import torch, diffsearch\n"
+        "from diffsearch.models.gmm import build_gmm\n"
+        "def make():\n"
+        "    base = build_gmm()\n"
+        "    def fn(x, t, cond):\n"
+        "        if 300 < float(t[0]) < 450:\n"
+        "            return torch.full_like(x, float('nan'))\n"
+        "        if 450 <= float(t[0]) < 470:\n"
+        "            raise RuntimeError('network exploded')\n"
+        "        return base.fn(x, t, cond)\n"
+        "    model = diffsearch.Denoiser(fn, base.noise_schedule, data_shape=(8,), name='flaky')\n"
+        "    model.truth = base.truth\n"
+        "    return model\n"
+    )
+    return plugin

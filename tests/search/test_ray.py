@@ -130,23 +130,8 @@ def optuna_free_config(tmp_path, **overrides):
     return RunConfig.model_validate(config(tmp_path, **overrides))
 
 
-def test_nan_and_raising_candidates_are_failed_trials_with_ray(cluster, tmp_path):
-    plugin = tmp_path / "flaky.py"
-    plugin.write_text(
-        "import torch, diffsearch\n"
-        "from diffsearch.models.gmm import build_gmm\n"
-        "def make():\n"
-        "    base = build_gmm()\n"
-        "    def fn(x, t, cond):\n"
-        "        if 300 < float(t[0]) < 450:\n"
-        "            return torch.full_like(x, float('nan'))\n"
-        "        if 450 <= float(t[0]) < 470:\n"
-        "            raise RuntimeError('network exploded')\n"
-        "        return base.fn(x, t, cond)\n"
-        "    model = diffsearch.Denoiser(fn, base.noise_schedule, data_shape=(8,), name='flaky')\n"
-        "    model.truth = base.truth\n"
-        "    return model\n"
-    )
+def test_nan_and_raising_candidates_are_failed_trials_with_ray(cluster, tmp_path, flaky_plugin):
+    plugin = flaky_plugin
     result = run_search(config(tmp_path, model=f"{plugin}:make", strategy="random", space="timesteps", solver="dpmpp_2m", evals=10))
     failed = [t for t in trials(tmp_path) if t.state.name == "FAIL"]
     assert failed and all(t.user_attrs.get("error") for t in failed)

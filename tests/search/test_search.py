@@ -100,23 +100,8 @@ def test_killed_search_resumes_with_nothing_lost_or_recomputed(tmp_path):
     assert (tmp_path / "best.json").is_file()
 
 
-def test_failing_candidates_are_failed_trials_and_the_search_goes_on(tmp_path):
-    plugin = tmp_path / "flaky.py"
-    plugin.write_text(
-        "import torch, diffsearch\n"
-        "from diffsearch.models.gmm import build_gmm\n"
-        "def make():\n"
-        "    base = build_gmm()\n"
-        "    def fn(x, t, cond):\n"
-        "        if 300 < float(t[0]) < 450:\n"
-        "            return torch.full_like(x, float('nan'))\n"
-        "        if 450 <= float(t[0]) < 470:\n"
-        "            raise RuntimeError('network exploded')\n"
-        "        return base.fn(x, t, cond)\n"
-        "    model = diffsearch.Denoiser(fn, base.noise_schedule, data_shape=(8,), name='flaky')\n"
-        "    model.truth = base.truth\n"
-        "    return model\n"
-    )
+def test_failing_candidates_are_failed_trials_and_the_search_goes_on(tmp_path, flaky_plugin):
+    plugin = flaky_plugin
     result = run_search(config(tmp_path, model=f"{plugin}:make", strategy="random", space="timesteps", evals=15))
     failed = [t for t in trials(tmp_path) if t.state.name == "FAIL"]
     assert failed and all(t.user_attrs.get("error") for t in failed)
