@@ -51,14 +51,13 @@ def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, A
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
 
-    started = time.perf_counter()
     try:
         schedule = space.decode(candidate)
         result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
                           metrics=[settings["metric"]], reference=settings["reference"], cache=cache)
     except Exception as error:  # a broken candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-    return {**result, "elapsed_s": time.perf_counter() - started}
+    return result
 
 
 @EXECUTORS.register("inline")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ class Run:
     metric: str
     search_samples: int
     final_samples: int
-    timings: dict[str, float] = field(default_factory=lambda: {"sampling_s": 0.0, "metric_s": 0.0})
     cache: Any = None
     executor: Any = None
 
@@ -70,19 +69,11 @@ def prepare(config: RunConfig) -> Run:
     METRICS.get(metric)
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
     from diffsearch.evaluators.cache import cache_for
-
     from diffsearch.search.executors import make_executor
 
     run = Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
     run.executor = make_executor(run)
     return run
-
-
-def evaluate_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> None:
-    """Evaluate one candidate (or reuse an identical one's value); failures become failed trials."""
-    if start_trial(run, trial, candidate, tags):
-        run.executor.submit(trial.number, candidate)
-        tell_result(run, trial, run.executor.next_result()[1])
 
 
 def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
@@ -104,10 +95,6 @@ def _told_duplicate(run: Run, trial, fingerprint: str) -> bool:
 
 def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     """Tell an executor's result: finite objective -> complete, anything else -> failed trial."""
-    elapsed = result.pop("elapsed_s", 0.0)
-    sampling = result.get("wall_time_s", 0.0)
-    run.timings["sampling_s"] += sampling
-    run.timings["metric_s"] += elapsed - sampling
     if run.executor.slots > 1 and _told_duplicate(run, trial, trial.user_attrs["fingerprint"]):
         return  # a parallel twin finished first
     trial.set_user_attr("result", storage.json_safe(result))
