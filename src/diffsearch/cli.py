@@ -18,6 +18,8 @@ app = typer.Typer(
 
 DEFAULT_MODEL = "digits"
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `search models`), diffusers:<dir>, or module:factory / file.py:factory.")]
+ScheduleOption = Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")]
+PresetBudgetOption = Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")]
 ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
 BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
 SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
@@ -42,11 +44,22 @@ def _setup_torch() -> None:
     torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
 
 
+def _model_and_schedule(model: str, schedule: str, budget: str | None, spacing: str):
+    """Set up torch, load the model, and resolve ``preset:NAME`` (needs a budget) or a schedule file."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.export.artifact import load_schedule
+    from diffsearch.models.loading import load_model
+
+    _setup_torch()
+    denoiser = load_model(model)
+    return denoiser, load_schedule(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
+
+
 @app.command("eval")
 def eval_command(
-    schedule: Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")],
+    schedule: ScheduleOption,
     model: ModelOption = DEFAULT_MODEL,
-    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")] = None,
+    budget: PresetBudgetOption = None,
     spacing: SpacingOption = "logsnr",
     samples: SamplesOption = 2000,
     seed: SeedOption = 1,
@@ -57,17 +70,11 @@ def eval_command(
     as_json: JsonOption = False,
 ) -> None:
     """Evaluate one schedule: metrics on held-out noise, NFE, MACs and wall time."""
-    from diffsearch.budget import nfe_budget
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.evaluators.cost import cost_statistics
     from diffsearch.evaluators.evaluate import evaluate
-    from diffsearch.export.artifact import load_schedule
-    from diffsearch.models.loading import load_model
 
-    _setup_torch()
-    denoiser = load_model(model)
-    nfe = nfe_budget(budget) if budget else None
-    resolved = load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
+    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing)
     with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
                           reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance)
@@ -79,24 +86,19 @@ def eval_command(
 
 @app.command("sample")
 def sample_command(
-    schedule: Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")],
+    schedule: ScheduleOption,
     out: Annotated[str, typer.Option("--out", "-o", help="PNG path.")] = "grid.png",
     model: ModelOption = DEFAULT_MODEL,
-    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")] = None,
+    budget: PresetBudgetOption = None,
     spacing: SpacingOption = "logsnr",
     per_row: Annotated[int, typer.Option("--per-row", min=1, help="Images per row (one row per class).")] = 10,
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
 ) -> None:
     """Write a labelled image grid of samples (one row per class)."""
-    from diffsearch.budget import nfe_budget
-    from diffsearch.export.artifact import load_schedule
     from diffsearch.export.grid import write_grid
-    from diffsearch.models.loading import load_model
 
-    _setup_torch()
-    denoiser = load_model(model)
-    resolved = load_schedule(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
+    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing)
     typer.echo(f"wrote {write_grid(denoiser, resolved, out, per_row, seed, guidance)}")
 
 

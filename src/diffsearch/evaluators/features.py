@@ -195,25 +195,17 @@ def accuracy(classifier: DigitsClassifier, images: torch.Tensor, labels: torch.T
 
 def save_classifier(classifier: DigitsClassifier, info: dict[str, Any], out: Path) -> Path:
     """Write ``digits_classifier.safetensors`` and its JSON metadata into ``out``."""
-    import hashlib
+    from diffsearch.models.digits import write_weights
 
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / CLASSIFIER_WEIGHTS.name
-    save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(path))
     metadata = {
         "feature_extractor": "digits",
         "command": f"python -m diffsearch.evaluators.features train --seed {classifier.config.seed} --threads {classifier.config.threads}",
         "config": classifier.config.model_dump(mode="json"),
         "input": "(N, 1, 8, 8) float images in [-1, 1] (sklearn digits / 8 - 1)",
         "features": f"penultimate layer before its ReLU, {classifier.num_features} dims, divided by feature_scale",
-        "torch_version": torch.__version__,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "metrics": info,
     }
-    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return path
+    return write_weights(classifier, out / CLASSIFIER_WEIGHTS.name, metadata)
 
 
 def load_digits_classifier(weights: str | Path | None = None) -> DigitsClassifier:

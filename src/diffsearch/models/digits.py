@@ -189,11 +189,6 @@ def train_digits(config: TrainConfig, minutes: float | None = None, log_every: i
 
 def save_digits(unet: DigitsUNet, config: TrainConfig, info: dict[str, Any], out: Path) -> Path:
     """Write ``digits_unet.safetensors`` and its ``digits_unet.json`` metadata into ``out``."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / UNET_WEIGHTS.name
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(path))
     metadata = {
         "model": "digits",
         "command": f"python -m diffsearch.models.digits train --steps {config.steps} --seed {config.seed} --threads {config.threads}",
@@ -204,12 +199,9 @@ def save_digits(unet: DigitsUNet, config: TrainConfig, info: dict[str, Any], out
         "data": {"dataset": "sklearn.datasets.load_digits", "scaling": "x / 8 - 1",
                  "split_seed": config.split_seed, "held_out_fraction": HELD_OUT_FRACTION},
         "training": config.model_dump(mode="json", exclude={"architecture"}),
-        "torch_version": torch.__version__,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "metrics": info,
     }
-    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return path
+    return write_weights(unet, out / UNET_WEIGHTS.name, metadata)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +237,17 @@ def read_weights(path: Path, train_command: str) -> tuple[dict[str, torch.Tensor
     if not path.is_file() or not path.with_suffix(".json").is_file():
         raise DiffsearchError(f"weights {path} (and {path.with_suffix('.json').name}) not found; train them with: {train_command}")
     return load_file(str(path)), json.loads(path.with_suffix(".json").read_text())
+
+
+def write_weights(module: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> Path:
+    """Write ``module``'s weights as safetensors and ``metadata`` (+ torch version, sha256) as JSON beside them."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    metadata = {**metadata, "torch_version": torch.__version__, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
 
 
 def load_unet(weights: str | Path | None = None) -> DigitsUNet:
