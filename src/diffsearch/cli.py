@@ -28,6 +28,7 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out no
 GuidanceOption = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (conditional models).")]
 MetricOption = Annotated[Optional[list[str]], typer.Option("--metric", help="Metric(s) to compute (repeatable); default depends on the model.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="Where the model runs: auto (cuda if available), cpu, cuda, cuda:N, mps.")]
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -44,14 +45,20 @@ def _setup_torch() -> None:
     torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
 
 
-def _model_and_schedule(model: str, schedule: str, budget: str | None, spacing: str):
-    """Set up torch, load the model, and resolve ``preset:NAME`` (needs a budget) or a schedule file."""
-    from diffsearch.budget import nfe_budget
-    from diffsearch.export.artifact import load_schedule
+def _load_model(model: str, device: str):
+    """Set up torch and load the model onto ``device``."""
     from diffsearch.models.loading import load_model
 
     _setup_torch()
-    denoiser = load_model(model)
+    return load_model(model).to(device)
+
+
+def _model_and_schedule(model: str, schedule: str, budget: str | None, spacing: str, device: str):
+    """Load the model and resolve ``preset:NAME`` (needs a budget) or a schedule file."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.export.artifact import load_schedule
+
+    denoiser = _load_model(model, device)
     return denoiser, load_schedule(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
 
 
@@ -68,13 +75,14 @@ def eval_command(
     reference: ReferenceOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even if the evaluation cache has this result.")] = False,
     as_json: JsonOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Evaluate one schedule: metrics on held-out noise, NFE, MACs and wall time."""
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.evaluators.cost import cost_statistics
     from diffsearch.evaluators.evaluate import evaluate
 
-    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing)
+    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing, device)
     with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
                           reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance)
@@ -94,11 +102,12 @@ def sample_command(
     per_row: Annotated[int, typer.Option("--per-row", min=1, help="Images per row (one row per class).")] = 10,
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Write a labelled image grid of samples (one row per class)."""
     from diffsearch.export.grid import write_grid
 
-    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing)
+    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing, device)
     typer.echo(f"wrote {write_grid(denoiser, resolved, out, per_row, seed, guidance)}")
 
 
@@ -113,15 +122,14 @@ def baselines_command(
     metric: MetricOption = None,
     reference: ReferenceOption = None,
     as_json: JsonOption = False,
+    device: DeviceOption = "auto",
 ) -> None:
     """Every preset solver at one NFE budget, in one table (best first)."""
     from diffsearch.budget import nfe_budget
     from diffsearch.evaluators.evaluate import default_metrics, evaluate
-    from diffsearch.models.loading import load_model
     from diffsearch.solvers.presets import PRESETS, preset_schedule
 
-    _setup_torch()
-    denoiser = load_model(model)
+    denoiser = _load_model(model, device)
     nfe = nfe_budget(budget)
     metrics = metric or default_metrics(denoiser, reference)
     rows = []
@@ -142,7 +150,7 @@ def run_command(
     space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
-    evals: Annotated[Optional[int], typer.Option("--evals", min=1, help="Expensive evaluations in total (default 60).")] = None,
+    evals: Annotated[Optional[int], typer.Option("--evals", min=1, help="Expensive evaluations in total (default 120).")] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="Objective metric (default: the model's first).")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per search evaluation.")] = None,
@@ -160,6 +168,7 @@ def run_command(
     gpus_per_worker: Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray evaluator actor.")] = None,
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join: auto or ray://host:port (default: a local one).")] = None,
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="s3: predictor gating expensive evaluations (mlp, xgboost, gp, ensemble).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Where the model runs (driver and each worker): auto (default), cpu, cuda, cuda:N, mps.")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -169,7 +178,7 @@ def run_command(
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
-                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor}
+                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device}
     run_config = load_config(config, overrides)
     _setup_torch()
     result = run_search(run_config)

@@ -8,11 +8,13 @@ import sys
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from diffsearch.cli import app
 
 runner = CliRunner()
+CUDA = torch.cuda.is_available()
 
 
 def run(*args: str):
@@ -52,6 +54,9 @@ def test_models_lists_gmm_and_plugin_forms():
         (["eval", "--model", "nomodel", "--schedule", "preset:ddim", "--budget", "5nfe"], "unknown model 'nomodel'; valid models:"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--spacing", "nope"], "unknown spacing 'nope'"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--metric", "nope"], "unknown metric 'nope'"),
+        (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--device", "gpu"], "device 'gpu' is not one of auto, cpu, cuda"),
+        pytest.param(["eval", "--model", "gmm", "--schedule", "preset:ddim", "--budget", "5nfe", "--device", "cuda"],
+                     "CUDA is not available", marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA")),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(args, message):

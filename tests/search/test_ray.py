@@ -77,6 +77,7 @@ def test_parallel_search_on_two_actors_exports(cluster, tmp_path):
     assert len(complete) == 8 and len({t.user_attrs["fingerprint"] for t in complete}) == 8
     assert len({t.user_attrs["result"]["pid"] for t in complete}) == 2  # two evaluator actors, each loaded once
     assert os.getpid() not in {t.user_attrs["result"]["pid"] for t in complete}
+    assert {t.user_attrs["result"]["device"] for t in complete} == {"cpu"}  # no GPU reserved: Ray hides any, device auto is cpu
     assert result.schedule.nfe == 4 and result.path.is_file()
 
 

@@ -154,3 +154,22 @@ def test_cli_run_flags_override_the_config_file(tmp_path):
                             "--plots", str(tmp_path), "--json"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert (tmp_path / "best_so_far.png").is_file()
+
+
+def test_journal_storage_is_shared_by_two_drivers_and_resumes(tmp_path):
+    """``journal:///file``: two concurrent drivers append to one file-locked journal; a rerun resumes."""
+    url = f"journal:///{tmp_path}/studies.log"
+    commands = [[sys.executable, "-m", "diffsearch.cli", "run", "--model", "gmm", "--budget", "4nfe", "--strategy", "random",
+                 "--evals", "6", "--samples", "200", "--final-samples", "400", "--study", name, "--storage", url,
+                 "--out", str(tmp_path / f"{name}.json"), "--no-progress"] for name in ("a", "b")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for command in commands]
+    outputs = [process.communicate(timeout=240)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    from diffsearch.search.storage import load_existing
+
+    before = {t.number: t.datetime_complete for t in load_existing("a", url).trials}
+    result = run_search(config(tmp_path, strategy="random", evals=8, study="a", storage=url, predictor="ensemble"))
+    after = load_existing("a", url).trials
+    assert all(t.datetime_complete == before[t.number] for t in after if t.number in before)
+    assert result.schedule.provenance["search_cost"]["evaluations"]["expensive"] == 8
+    assert len(load_existing("b", url).trials) >= 6

@@ -56,12 +56,15 @@ def sample_batched(
     model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
     batch_size: int = 2048, on_batch: Any = None,
 ) -> torch.Tensor:
-    """``sample`` over batches of rows (labels split alongside); ``on_batch(rows)`` after each batch."""
+    """``sample`` over batches of rows (labels split alongside) on the model's device, results on the CPU;
+    ``on_batch(rows)`` after each batch."""
+    device = getattr(model, "device", "cpu")
     chunks = []
     with torch.no_grad():
         for start in range(0, len(x_T), batch_size):
             part = None if cond is None else cond[start : start + batch_size]
-            chunks.append(sample(model, schedule, x_T[start : start + batch_size], part, guidance))
+            part = part.to(device) if isinstance(part, torch.Tensor) else part
+            chunks.append(sample(model, schedule, x_T[start : start + batch_size].to(device), part, guidance).cpu())
             if on_batch is not None:
                 on_batch(len(chunks[-1]))
     return torch.cat(chunks)

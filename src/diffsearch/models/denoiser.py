@@ -34,6 +34,8 @@ class Denoiser:
             (e.g. ``num_classes`` for label dropout) or a tensor with a leading batch dimension of 1.
         data_mean: the mean of the data, used by the ``mean_x0`` analytical first step.
         name: a display name; fingerprint: identifies the weights (for caches and artifacts).
+        modules: the ``torch.nn.Module``s ``fn`` runs, moved by ``to(device)``. ``fn`` receives
+            ``x`` on ``device``; a network without modules must handle the device itself.
 
     Example:
         >>> import torch
@@ -56,6 +58,7 @@ class Denoiser:
         data_mean: torch.Tensor | None = None,
         name: str = "model",
         fingerprint: str | None = None,
+        modules: tuple[Any, ...] = (),
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise DiffsearchError(
@@ -72,6 +75,22 @@ class Denoiser:
         self.fingerprint = fingerprint or f"{name}-{self.noise_schedule.fingerprint}"
         self.fingerprint_is_content_hash = fingerprint is not None  # only such models use the evaluation cache
         self.nfe = 0
+        self.modules = tuple(modules)
+        self.device = "cpu"
+
+    def to(self, device: str) -> Denoiser:
+        """Move the network's modules and tensors to ``device`` (see ``resolve_device``); returns self."""
+        import torch
+
+        target = resolve_device(device)
+        for module in self.modules:
+            module.to(target)
+        if isinstance(self.null_cond, torch.Tensor):
+            self.null_cond = self.null_cond.to(target)
+        if self.data_mean is not None:
+            self.data_mean = self.data_mean.to(target)
+        self.device = str(target)
+        return self
 
     def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):
         """One network evaluation at continuous time ``t``, with classifier-free guidance.
@@ -119,3 +138,21 @@ class Denoiser:
 
     def __repr__(self) -> str:
         return f"Denoiser(name={self.name!r}, prediction_type={self.prediction_type!r}, noise_schedule={self.noise_schedule!r})"
+
+
+def resolve_device(spec: str) -> str:
+    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a clear error otherwise."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = spec.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise DiffsearchError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DiffsearchError(f"device {spec!r}: CUDA is not available on this machine (torch {torch.__version__}); use cpu or auto")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise DiffsearchError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise DiffsearchError(f"device {spec!r}: MPS is not available on this machine; use cpu or auto")
+    return spec

@@ -42,7 +42,7 @@ class DiffusersDenoiser(Denoiser):
 
         with torch.no_grad():
             scale = float(getattr(self.vae.config, "scaling_factor", 1.0))
-            return self.vae.decode(latents.to(self.vae.dtype) / scale).sample
+            return self.vae.decode(latents.to(self.device, self.vae.dtype) / scale).sample.cpu()
 
 
 def _require_diffusers() -> None:
@@ -191,6 +191,7 @@ def load_diffusers_model(directory: str | Path) -> DiffusersDenoiser:
         network(unet), noise_schedule, prediction_type, data_shape=data_shape(unet, vae),
         num_classes=num_classes, null_cond=null_condition(directory, unet),
         name=directory.name or str(directory), fingerprint=weights_fingerprint(unet_dir),
+        modules=tuple(module for module in (unet, vae) if module is not None),
     )
     model.unet, model.vae = unet, vae
     return model

@@ -278,6 +278,7 @@ def build_digits(weights: str | Path | None = None) -> Denoiser:
         data_mean=digits_split().train_images.mean(0),
         name="digits",
         fingerprint=f"digits-{file_fingerprint(path)}",
+        modules=(unet,),
     )
     model.unet = unet
     model.feature_extractor = "digits"

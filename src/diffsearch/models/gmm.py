@@ -71,7 +71,7 @@ class GaussianMixture:
 
 
 def gmm_network(mixture: GaussianMixture, noise_schedule: NoiseSchedule):
-    """``fn(x, t_in, cond)``: the exact epsilon, evaluated in float64, at each row's model time."""
+    """``fn(x, t_in, cond)``: the exact epsilon, evaluated in float64 on the CPU, at each row's model time."""
 
     def fn(x: torch.Tensor, t_in: torch.Tensor, cond: Any = None) -> torch.Tensor:
         out = torch.empty_like(x)
@@ -79,7 +79,7 @@ def gmm_network(mixture: GaussianMixture, noise_schedule: NoiseSchedule):
             rows = t_in == value
             t = _time_from_model_time(noise_schedule, float(value))
             alpha, sigma = float(noise_schedule.alpha(t)), float(noise_schedule.sigma(t))
-            out[rows] = mixture.epsilon(x[rows].double(), alpha, sigma).to(x.dtype)
+            out[rows] = mixture.epsilon(x[rows].to("cpu", torch.float64), alpha, sigma).to(x.device, x.dtype)
         return out
 
     return fn

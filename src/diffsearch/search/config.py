@@ -12,7 +12,7 @@ from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
 RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress", "cache",
-                     "executor", "workers", "gpus_per_worker", "ray_address", "max_retries")
+                     "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device")
 
 
 class RunConfig(BaseModel):
@@ -47,6 +47,8 @@ class RunConfig(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray evaluator actor reserves")
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port); default: embedded local cluster")
     max_retries: int = Field(2, ge=0, description="re-evaluations on a fresh actor after an evaluator died")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="where the model runs, in the driver and in each worker: auto (cuda if visible), cpu, cuda, cuda:N, mps")
 
     @field_validator("time")
     @classmethod

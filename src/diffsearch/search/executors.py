@@ -43,7 +43,8 @@ def evaluation_settings(run: Run) -> dict[str, Any]:
     config = run.config
     return {"model": config.model, "space": config.space, "budget": config.budget,
             "space_options": dict(run.space.options), "metric": run.metric, "samples": run.search_samples,
-            "guidance": config.guidance, "reference": config.reference, "cache": config.cache}
+            "guidance": config.guidance, "reference": config.reference, "cache": config.cache,
+            "device": config.device}
 
 
 def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None) -> dict[str, Any]:
@@ -93,13 +94,14 @@ class Evaluator:
 
         torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
         self.settings = settings
-        self.model = load_model(settings["model"])
+        self.model = load_model(settings["model"]).to(settings.get("device", "auto"))  # auto: the GPU Ray assigned, if any
         self.space = SPACES.get(settings["space"])(self.model, parse_budget(settings["budget"]), **settings["space_options"])
         self.cache = cache_for(self.model, settings["cache"])
 
     def evaluate(self, candidate: Candidate) -> dict[str, Any]:
         """The result dict of one candidate (never raises for a broken candidate)."""
-        return {**evaluate_candidate(self.model, self.space, candidate, self.settings, self.cache), "pid": os.getpid()}
+        return {**evaluate_candidate(self.model, self.space, candidate, self.settings, self.cache), "pid": os.getpid(),
+                "device": self.model.device}
 
     def ready(self) -> int:
         """The actor's process id, once the model is loaded."""

@@ -160,7 +160,7 @@ def from_run_config(config: RunConfig | dict[str, Any]) -> tuple[DiffsearchSearc
     metric = config.metric or default_metrics(model, config.reference)[0]
     settings = {"model": config.model, "space": config.space, "budget": config.budget, "space_options": options,
                 "metric": metric, "samples": sample_counts(model, config)[0], "guidance": config.guidance,
-                "reference": config.reference, "cache": config.cache}
+                "reference": config.reference, "cache": config.cache, "device": config.device}
     searcher = DiffsearchSearcher(space, config.strategy, metric=metric, mode="min", seed=config.seed,
                                   strategy_options=config.strategy_options)
     return searcher, make_trainable(settings), metric

@@ -59,7 +59,7 @@ def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
 
 def prepare(config: RunConfig) -> Run:
     """Resolve names to objects and open (or resume) the study."""
-    model = load_model(config.model)
+    model = load_model(config.model).to(config.device)
     space_options = dict(config.space_options)
     if config.space == "timesteps":
         space_options.setdefault("solver", config.solver)
@@ -284,7 +284,8 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
         "config": run.config.model_dump(mode="json"),
         "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": HELDOUT_SEED},
-        "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint},
+        "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint,
+                  "device": run.model.device},
         "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "search_cost": search_cost(run, final),
     }

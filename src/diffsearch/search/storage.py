@@ -1,5 +1,6 @@
-"""The Optuna adapter: one study per search (SQLite in runs/ by default, any Optuna storage URL),
-trial records, stale-trial recovery. The only module that touches Optuna's study API."""
+"""The Optuna adapter: one study per search (SQLite in runs/ by default, any Optuna storage URL, or
+``journal:///path.log`` for Optuna's journal file storage), trial records, stale-trial recovery.
+The only module that touches Optuna's study API."""
 
 from __future__ import annotations
 
@@ -19,16 +20,31 @@ def default_storage(study_name: str) -> str:
     return f"sqlite:///{RUNS_DIR / (study_name + '.db')}"
 
 
+JOURNAL = "journal:///"
+
+
+def optuna_storage(url: str):
+    """An Optuna storage for ``url``: ``journal:///file.log`` is Optuna's journal file storage
+    (append-only, file-locked: several drivers on one shared file system), anything else an RDB URL."""
+    if not url.startswith(JOURNAL):
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL)))
+
+
 def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]):
     """Create or load the study; a loaded one must have been created by the same search config."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    for prefix in ("sqlite:///", JOURNAL):
+        if url.startswith(prefix) and url != "sqlite:///:memory:":
+            Path(url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
     try:
-        study = optuna.create_study(study_name=name, storage=url, sampler=sampler, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
     except Exception as error:  # a bad URL or unreachable database
         raise DiffsearchError(f"--storage {url}: cannot open the study ({type(error).__name__}: {error})") from None
     stored = study.user_attrs.get("config")
@@ -49,10 +65,11 @@ def load_existing(name: str, storage: str | None):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or f"sqlite:///{RUNS_DIR / (name + '.db')}"
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        raise DiffsearchError(f"no study {name!r}: {url.removeprefix('sqlite:///')} does not exist (see runs/)")
+    for prefix in ("sqlite:///", JOURNAL):
+        if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
+            raise DiffsearchError(f"no study {name!r}: {url.removeprefix(prefix)} does not exist (see runs/)")
     try:
-        return optuna.load_study(study_name=name, storage=url)
+        return optuna.load_study(study_name=name, storage=optuna_storage(url))
     except KeyError:
         raise DiffsearchError(f"no study {name!r} in {url}") from None
 
