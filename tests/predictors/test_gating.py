@@ -59,3 +59,24 @@ def test_gated_search_records_decisions_and_tau(tmp_path):
     rows = gating_rows(study)
     assert rows[0]["gate"] == "initial" and {"online_tau", "proxied", "promoted"} <= set(rows[-1])
     assert all("gate" in row for row in top_rows(study, 5))
+
+
+def test_stage_zero_halves_the_presets_on_a_larger_proxy():
+    """The promoted presets are the best by the 2x-sample proxy among the shortlist of the best by the 1x proxy."""
+    from diffsearch.budget import parse_budget
+    from diffsearch.models.gmm import build_gmm
+    from diffsearch.predictors.gating import proxy_values
+    from diffsearch.spaces.base import SPACES
+    from diffsearch.search.strategies import S3Strategy, StudyState
+
+    space = SPACES.get("solver_schedule")(build_gmm(), parse_budget("4nfe"))
+    strategy = S3Strategy(space, seed=0, predictor="xgboost", proxy_samples=64, initial_shortlist=8, initial_promote=3)
+    attrs: dict = {}
+    strategy.propose([], None, np.random.default_rng(0), StudyState(attrs.get, attrs.__setitem__))
+    presets = [c for _, c in strategy._initial]
+    first = proxy_values(space, presets, strategy.policy)
+    shortlist = sorted(range(len(presets)), key=lambda i: first[i])[:8]
+    second = proxy_values(space, [presets[i] for i in shortlist], strategy.policy, samples=128)
+    expected = [presets[shortlist[j]] for j in np.argsort(second, kind="stable")[:3]]
+    assert attrs["s3:queue:0"][:3] == expected and len(attrs["s3:queue:0"]) == 4
+    assert attrs["s3:gate:0"]["refined"] == 8 and len(attrs["s3:proxy"]) == len(presets)

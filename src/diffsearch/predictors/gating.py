@@ -6,6 +6,10 @@ slice go to the proxy (the objective on few samples); the best ``promote`` by pr
 ``explore`` random offspring earn an expensive evaluation. When the online Kendall tau between
 the predictor's scores and the newest expensive labels falls below ``tau_threshold``, the next
 stage is ungated (random offspring evaluated directly) and gating resumes after it.
+
+Stage 0 (the presets) is successive halving on the proxy: every preset at ``proxy_samples``, the
+best ``initial_shortlist`` again at twice as many, and the best ``initial_promote`` of those (plus
+one random preset) earn an expensive evaluation.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class GatePolicy:
     tau_window: int = 10  # newest expensive labels used for the online tau
     tau_min_labels: int = 5  # no kill switch with fewer labels
     initial_promote: int = 6  # presets promoted from the proxy-ranked initial pool
+    initial_shortlist: int = 12  # stage 0: presets re-ranked by a second, larger proxy (successive halving; 0 = off)
     proxy_samples: int = 256  # samples of the proxy evaluation
     proxy_metric: str | None = None  # default: the model's first metric (small-sample FID / Frechet)
 
@@ -62,8 +67,8 @@ def split_top_and_random(scores: np.ndarray, count: int, random_share: float, rn
     return top, explorers
 
 
-def proxy_values(space, candidates: list[dict[str, Any]], policy: GatePolicy) -> list[float | None]:
-    """The cheap proxy of each candidate: the objective on ``proxy_samples`` search-noise samples."""
+def proxy_values(space, candidates: list[dict[str, Any]], policy: GatePolicy, samples: int | None = None) -> list[float | None]:
+    """The cheap proxy of each candidate: the objective on ``samples`` (``proxy_samples``) search-noise samples."""
     from diffsearch.evaluators.evaluate import default_metrics, evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
 
@@ -71,7 +76,7 @@ def proxy_values(space, candidates: list[dict[str, Any]], policy: GatePolicy) ->
     values = []
     for candidate in candidates:
         try:
-            result = evaluate(space.model, space.decode(candidate), samples=policy.proxy_samples, seed=SEARCH_SEED, metrics=[metric])
+            result = evaluate(space.model, space.decode(candidate), samples=samples or policy.proxy_samples, seed=SEARCH_SEED, metrics=[metric])
             value = result.get(metric) if result["status"] == "ok" else None
         except Exception:
             value = None

@@ -220,21 +220,33 @@ class S3Strategy(Strategy):
                                                        "explorers": len(explorers)}
 
     def _initial_stage(self, history, rng, state) -> None:
-        """Stage 0: every preset gets the proxy; the best ``initial_promote`` and one random preset get the expensive metric."""
-        from diffsearch.predictors.gating import proxy_values
-
+        """Stage 0: successive halving of the presets on the proxy; the best ``initial_promote`` and one random preset get the expensive metric."""
         started = time.perf_counter()
         seen = {record.fingerprint for record in history}
         pending = [(label, c) for label, c in self._initial if candidate_fingerprint(c) not in seen]
-        values = proxy_values(self.space, [c for _, c in pending], self.policy)
-        self._save_proxies(state, 0, [c for _, c in pending], values)
-        order = [i for _, i in sorted((v if v is not None else np.inf, i) for i, v in enumerate(values))]
+        order, refined = self._halve([c for _, c in pending], state)
         promoted = order[: self.policy.initial_promote]
         rest = order[self.policy.initial_promote :]
         chosen = promoted + ([rest[int(rng.integers(len(rest)))]] if rest else [])
         tags = [{"origin": "initial", "label": pending[i][0], "gate": "promoted" if i in promoted else "explorer"} for i in chosen]
-        gate = {"mode": "initial", "offspring": len(pending), "proxied": len(pending), "promoted": len(promoted), "explorers": len(chosen) - len(promoted)}
+        gate = {"mode": "initial", "offspring": len(pending), "proxied": len(pending), "refined": refined,
+                "promoted": len(promoted), "explorers": len(chosen) - len(promoted)}
         self._save_stage(state, 0, [pending[i][1] for i in chosen], tags, gate, {"predicted": 0, "predictor_s": time.perf_counter() - started})
+
+    def _halve(self, candidates: list[Candidate], state) -> tuple[list[int], int]:
+        """Indices best first: all by the proxy, then the best ``initial_shortlist`` re-ranked on twice the samples."""
+        from diffsearch.predictors.gating import proxy_values
+
+        policy = self.policy
+        values = proxy_values(self.space, candidates, policy)
+        self._save_proxies(state, 0, candidates, values)  # one fidelity in the pretraining pool: the first round only
+        order = [i for _, i in sorted((v if v is not None else np.inf, i) for i, v in enumerate(values))]
+        shortlist = [i for i in order[: policy.initial_shortlist] if values[i] is not None]
+        if len(shortlist) <= policy.initial_promote:
+            return order, 0
+        refined = proxy_values(self.space, [candidates[i] for i in shortlist], policy, samples=2 * policy.proxy_samples)
+        best = [i for _, i in sorted((v if v is not None else np.inf, i) for v, i in zip(refined, shortlist))]
+        return best + [i for i in order if i not in best], len(shortlist)
 
     def _save_stage(self, state, stage: int, queue, tags, gate, stats) -> None:
         self._set(state, f"s3:queue:{stage}", queue)
