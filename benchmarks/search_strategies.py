@@ -20,7 +20,7 @@ from diffsearch.search.config import RunConfig
 
 SETTINGS = {  # model -> (budget, evals, search samples, final samples, checkpoints)
     "gmm": ("5nfe", 160, 4000, 20000, (40, 80, 120, 160)),
-    "digits": ("5nfe", 80, 500, 2000, (40, 60, 80)),
+    "digits": ("5nfe", 100, 1000, 2000, (40, 60, 80, 100)),
 }
 STRATEGIES = ("random", "evolution", "tpe", "s3")
 
