@@ -1,7 +1,7 @@
 """Labelled candidate sets for benchmarks/predictors.py (expensive metric + cheap proxies), cached as JSON.
 
     python benchmarks/predictor_data.py gmm      # writes runs/predictor_bench/gmm.json
-    python benchmarks/predictor_data.py digits   # reuses runs/solver_schedule-10nfe-digits-s3-seed0.db labels
+    python benchmarks/predictor_data.py digits   # 10 NFE: reuses runs/solver_schedule-10nfe-digits-s3-seed0.db labels
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 OUT = Path(__file__).resolve().parents[1] / "runs" / "predictor_bench"
-PLAN = {"gmm": {10: 130, 5: 60, 6: 30, 8: 30}, "digits": {10: 0}}
-POOL = {"gmm": {10: 200, 5: 100}, "digits": {10: 120}}
+PLAN = {"gmm": {10: 130, 5: 60, 6: 30, 8: 30}, "digits": {10: 0, 5: 60, 6: 30, 8: 30}}
+POOL = {"gmm": {10: 200, 5: 100}, "digits": {10: 120, 5: 100}}
 PROXY_SAMPLES = {"gmm": 256, "digits": 128}
 
 
@@ -77,7 +77,7 @@ def build(name: str) -> Path:
     model, rows, started = load_model(name), [], time.perf_counter()
     for nfe in sorted(set(PLAN[name]) | set(POOL[name])):
         space = SPACES.get("solver_schedule")(model, parse_budget(f"{nfe}nfe"))
-        labelled = digits_labelled() if name == "digits" else [{"candidate": c} for c in candidates(space, PLAN[name].get(nfe, 0), seed=nfe)]
+        labelled = digits_labelled() if (name, nfe) == ("digits", 10) else [{"candidate": c} for c in candidates(space, PLAN[name].get(nfe, 0), seed=nfe)]
         for item in labelled:
             row = label(model, space, item["candidate"], name, expensive="value" not in item)
             rows.append({**row, **{k: v for k, v in item.items() if k != "candidate"}, "set": "labelled"})

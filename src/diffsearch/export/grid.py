@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.evaluators.reference import sample_batched
 from diffsearch.models.denoiser import Denoiser
-from diffsearch.solvers.sampler import sample
 from diffsearch.solvers.schedule import Schedule
 
 
@@ -20,8 +20,7 @@ def grid_samples(model: Denoiser, schedule: Schedule, per_row: int, seed: int, g
     rows = model.num_classes or 8
     labels = torch.arange(rows).repeat_interleave(per_row) if model.num_classes else None
     x_T = torch.randn((rows * per_row, *shape), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        images = sample(model, schedule, x_T, labels, guidance)
+    images = sample_batched(model, schedule, x_T, labels, guidance)
     images = getattr(model, "decode", lambda x: x)(images)
     low, high = getattr(model, "data_range", (-1.0, 1.0))
     return ((images.clamp(low, high) - low) / (high - low)).cpu(), labels, rows
