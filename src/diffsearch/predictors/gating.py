@@ -34,7 +34,7 @@ class GatePolicy:
     kappa: float = 0.5  # acquisition mu - kappa * sigma (uncertainty bonus)
     tau_threshold: float = 0.3  # kill switch: ungated stage when online tau < this
     tau_window: int = 10  # newest expensive labels used for the online tau
-    tau_min_labels: int = 5  # no kill switch with fewer labels
+    tau_min_labels: int = 10  # no kill switch with fewer labels (tau on 5 labels has a standard error of ~0.4)
     initial_promote: int = 6  # presets promoted from the proxy-ranked initial pool
     initial_shortlist: int = 12  # stage 0: presets re-ranked by a second, larger proxy (successive halving; 0 = off)
     proxy_samples: int = 256  # samples of the proxy evaluation
