@@ -41,6 +41,7 @@ def test_every_strategy_respects_the_budget_and_exports(tmp_path, strategy):
     assert len(complete) == 12
     metrics, provenance = result.schedule.metrics, result.schedule.provenance
     assert metrics["heldout"]["samples"] == 400 and metrics["baseline"]["schedule"].startswith("preset:")
+    assert 1 <= metrics["baseline"]["presets_evaluated"] <= metrics["baseline"]["presets_in_space"]
     assert provenance["search_cost"]["evaluations"]["expensive"] == 12
     assert diffsearch.load_schedule(result.path) == result.schedule
 

@@ -239,7 +239,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     best = min(ok, key=lambda row: row["heldout"][run.metric])
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
     final = {"expensive": counts["expensive"], "final_samples": run.final_samples, "rows": rows, "best": best["trial"],
-             "baseline": baseline["trial"] if baseline else None, "final_s": time.perf_counter() - started}
+             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started}
     run.study.set_user_attr("final", storage.json_safe(final))
     return final
 
@@ -279,7 +279,9 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
     heldout = {key: value for key, value in best["heldout"].items() if key not in ("status",)}
     metrics = {"objective": run.metric, "heldout": heldout, "search_value": best["search_value"],
                "search_samples": run.search_samples,
-               "baseline": None if baseline is None else {"schedule": baseline["label"], "heldout": baseline["heldout"]}}
+               "baseline": None if baseline is None else {"schedule": baseline["label"], "heldout": baseline["heldout"],
+                                                          "presets_evaluated": final.get("presets_evaluated"),
+                                                          "presets_in_space": len(run.space.initial())}}
     provenance = {
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
         "config": run.config.model_dump(mode="json"),
