@@ -11,7 +11,7 @@ import tempfile
 import ray
 from ray import tune
 
-from diffsearch.search.ray_tune import from_run_config, make_trainable, tune_search_space
+from diffsearch.search.ray_tune import from_run_config, tune_search_space
 
 workdir = tempfile.mkdtemp()
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"DIFFSEARCH_THREADS": "1"}})
@@ -32,9 +32,7 @@ print(f"evolution via Tune: best {metric} = {best.metrics[metric]:.4g}; timestep
 # 2. The space's fixed-name distributions as a Tune param_space, sampled by Tune's default searcher
 #    (any Tune searcher works, e.g. OptunaSearch); the trainable turns params into a candidate.
 space = searcher.strategy.space
-settings = {"model": "gmm", "space": "timesteps", "budget": "5nfe", "space_options": dict(space.options),
-            "metric": metric, "samples": 2000, "guidance": None, "reference": None, "cache": False}
-tuner = tune.Tuner(make_trainable(settings), param_space=tune_search_space(space),
+tuner = tune.Tuner(trainable, param_space=tune_search_space(space),
                    tune_config=tune.TuneConfig(metric=metric, mode="min", num_samples=6, max_concurrent_trials=2),
                    run_config=tune.RunConfig(name="diffsearch-random", storage_path=f"{workdir}/tune", verbose=0))
 best = tuner.fit().get_best_result()

@@ -219,7 +219,7 @@ def test_space_converts_to_a_tune_param_space(cluster, tmp_path):
     param_space = tune_search_space(run.space)
     assert set(param_space) == set(run.space.distributions())
     assert isinstance(param_space["order_0"], tune.search.sample.Integer)
-    tuner = tune.Tuner(make_trainable(evaluation_settings(run)), param_space=param_space,
+    tuner = tune.Tuner(make_trainable(evaluation_settings(run.config, run.space, run.metric, run.search_samples)), param_space=param_space,
                        tune_config=tune.TuneConfig(metric=run.metric, mode="min", num_samples=2, max_concurrent_trials=2),
                        run_config=tune.RunConfig(name="space", storage_path=str(tmp_path / "tune"), verbose=0))
     results = tuner.fit()

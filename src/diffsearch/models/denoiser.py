@@ -89,7 +89,7 @@ class Denoiser:
             self.null_cond = self.null_cond.to(target)
         if self.data_mean is not None:
             self.data_mean = self.data_mean.to(target)
-        self.device = str(target)
+        self.device = target
         return self
 
     def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from diffsearch.predictors.pretrain import log_targets
 from diffsearch.predictors.rank import kendall_tau
 
 
@@ -52,8 +53,7 @@ def online_tau(history, window: int, min_labels: int) -> tuple[float | None, int
     labelled = [r for r in history if r.value is not None and r.tags.get("predicted") is not None][-window:]
     if len(labelled) < min_labels:
         return None, len(labelled)
-    values = np.log(np.maximum([r.value for r in labelled], 1e-12))
-    return kendall_tau([r.tags["predicted"] for r in labelled], values), len(labelled)
+    return kendall_tau([r.tags["predicted"] for r in labelled], log_targets([r.value for r in labelled])), len(labelled)
 
 
 def split_top_and_random(scores: np.ndarray, count: int, random_share: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -65,6 +65,11 @@ def split_top_and_random(scores: np.ndarray, count: int, random_share: float, rn
     rest = [int(i) for i in order[count - n_random :]]
     explorers = [rest[int(i)] for i in rng.choice(len(rest), size=min(n_random, len(rest)), replace=False)] if rest else []
     return top, explorers
+
+
+def order_by_value(values: list[float | None], indices) -> list[int]:
+    """``indices`` ordered by their ``values`` (lowest first, ties by index), missing values last."""
+    return [int(i) for _, i in sorted((v if v is not None else math.inf, i) for v, i in zip(values, indices))]
 
 
 def proxy_values(space, candidates: list[dict[str, Any]], policy: GatePolicy, samples: int | None = None) -> list[float | None]:

@@ -16,8 +16,9 @@ from diffsearch.errors import DiffsearchError
 from diffsearch.registry import Registry
 
 if TYPE_CHECKING:
+    from diffsearch.search.config import RunConfig
     from diffsearch.search.runner import Run
-    from diffsearch.spaces.base import Candidate
+    from diffsearch.spaces.base import Candidate, SearchSpace
 
 EXECUTORS: Registry[type["Executor"]] = Registry("executor")
 RAY_MISSING = "the ray executor needs Ray: pip install 'diffsearch[ray]'"
@@ -38,11 +39,10 @@ class Executor(Protocol):
         """Release workers (idempotent)."""
 
 
-def evaluation_settings(run: Run) -> dict[str, Any]:
-    """Everything an evaluator needs besides the candidate, as JSON (travels to Ray actors)."""
-    config = run.config
+def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samples: int) -> dict[str, Any]:
+    """Everything an evaluator needs besides the candidate, as JSON (travels to Ray actors and Tune trainables)."""
     return {"model": config.model, "space": config.space, "budget": config.budget,
-            "space_options": dict(run.space.options), "metric": run.metric, "samples": run.search_samples,
+            "space_options": dict(space.options), "metric": metric, "samples": samples,
             "guidance": config.guidance, "reference": config.reference, "cache": config.cache,
             "device": config.device}
 
@@ -68,7 +68,7 @@ class InlineExecutor:
     slots = 1
 
     def __init__(self, run: Run) -> None:
-        self.run, self.settings, self.queue = run, evaluation_settings(run), deque()
+        self.run, self.settings, self.queue = run, evaluation_settings(run.config, run.space, run.metric, run.search_samples), deque()
 
     def submit(self, key: int, candidate: Candidate) -> None:
         self.queue.append((key, candidate))
@@ -116,7 +116,7 @@ class RayExecutor:
     def __init__(self, run: Run) -> None:
         config = run.config
         self.slots, self.gpus, self.max_retries = config.workers, config.gpus_per_worker, config.max_retries
-        self.address, self.settings = config.ray_address, evaluation_settings(run)
+        self.address, self.settings = config.ray_address, evaluation_settings(config, run.space, run.metric, run.search_samples)
         self.idle: list[Any] = []
         self.inflight: dict[Any, tuple[int, Any, Candidate]] = {}
         self.attempts: dict[int, int] = {}

@@ -144,23 +144,13 @@ def _evaluator(settings: dict[str, Any]):
 
 def from_run_config(config: RunConfig | dict[str, Any]) -> tuple[DiffsearchSearcher, Callable[[dict[str, Any]], None], str]:
     """(searcher, trainable, metric) for the search a ``search run`` config describes (no study is opened)."""
-    from diffsearch.budget import parse_budget
-    from diffsearch.evaluators.evaluate import default_metrics
-    from diffsearch.models.loading import load_model
     from diffsearch.search.config import RunConfig
-    from diffsearch.search.runner import sample_counts
-    from diffsearch.spaces.base import SPACES
+    from diffsearch.search.executors import evaluation_settings
+    from diffsearch.search.runner import resolve, sample_counts
 
     config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
-    model = load_model(config.model)
-    options = dict(config.space_options)
-    if config.space == "timesteps":
-        options.setdefault("solver", config.solver)
-    space = SPACES.get(config.space)(model, parse_budget(config.budget), **options)
-    metric = config.metric or default_metrics(model, config.reference)[0]
-    settings = {"model": config.model, "space": config.space, "budget": config.budget, "space_options": options,
-                "metric": metric, "samples": sample_counts(model, config)[0], "guidance": config.guidance,
-                "reference": config.reference, "cache": config.cache, "device": config.device}
+    model, space, metric = resolve(config)
+    settings = evaluation_settings(config, space, metric, sample_counts(model, config)[0])
     searcher = DiffsearchSearcher(space, config.strategy, metric=metric, mode="min", seed=config.seed,
                                   strategy_options=config.strategy_options)
     return searcher, make_trainable(settings), metric

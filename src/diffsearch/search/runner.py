@@ -57,16 +57,22 @@ def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     return config.search_samples or search, config.final_samples or final
 
 
-def prepare(config: RunConfig) -> Run:
-    """Resolve names to objects and open (or resume) the study."""
+def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
+    """The model (on ``config.device``), the search space and the objective metric a config names."""
     model = load_model(config.model).to(config.device)
     space_options = dict(config.space_options)
     if config.space == "timesteps":
         space_options.setdefault("solver", config.solver)
     space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
-    strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
+    return model, space, metric
+
+
+def prepare(config: RunConfig) -> Run:
+    """Resolve names to objects and open (or resume) the study."""
+    model, space, metric = resolve(config)
+    strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.search.executors import make_executor

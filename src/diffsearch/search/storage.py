@@ -16,11 +16,19 @@ RUNS_DIR = Path("runs")
 
 
 def default_storage(study_name: str) -> str:
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    """``sqlite:///runs/<study>.db`` (its folder is created when the study is opened)."""
     return f"sqlite:///{RUNS_DIR / (study_name + '.db')}"
 
 
 JOURNAL = "journal:///"
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal URL (None for in-memory SQLite and server URLs)."""
+    for prefix in ("sqlite:///", JOURNAL):
+        if url.startswith(prefix) and url != "sqlite:///:memory:":
+            return Path(url.removeprefix(prefix))
+    return None
 
 
 def optuna_storage(url: str):
@@ -40,9 +48,9 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
-    for prefix in ("sqlite:///", JOURNAL):
-        if url.startswith(prefix) and url != "sqlite:///:memory:":
-            Path(url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+    path = storage_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
     except Exception as error:  # a bad URL or unreachable database
@@ -64,10 +72,10 @@ def load_existing(name: str, storage: str | None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = storage or f"sqlite:///{RUNS_DIR / (name + '.db')}"
-    for prefix in ("sqlite:///", JOURNAL):
-        if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
-            raise DiffsearchError(f"no study {name!r}: {url.removeprefix(prefix)} does not exist (see runs/)")
+    url = storage or default_storage(name)
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise DiffsearchError(f"no study {name!r}: {path} does not exist (see runs/)")
     try:
         return optuna.load_study(study_name=name, storage=optuna_storage(url))
     except KeyError:

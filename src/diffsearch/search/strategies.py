@@ -196,7 +196,7 @@ class S3Strategy(Strategy):
 
     def _gate(self, history, candidates, scores, rng, state, stage: int):
         """The cascade: predictor -> proxy -> expensive; ungated (random offspring) while the online tau is low."""
-        from diffsearch.predictors.gating import online_tau, proxy_values, split_top_and_random
+        from diffsearch.predictors.gating import online_tau, order_by_value, proxy_values, split_top_and_random
 
         policy, (mu, sigma) = self.policy, scores
         tau, labels = online_tau(history, policy.tau_window, policy.tau_min_labels)
@@ -210,8 +210,7 @@ class S3Strategy(Strategy):
         proxied = top + random_picks
         values = proxy_values(self.space, [candidates[i] for i in proxied], policy)
         self._save_proxies(state, stage, [candidates[i] for i in proxied], values)
-        ranked = [i for _, i in sorted((v, i) for v, i in zip(values, proxied) if v is not None)]
-        promoted = ranked[: policy.top_k]
+        promoted = order_by_value(values, proxied)[: min(policy.top_k, sum(v is not None for v in values))]
         rest = [i for i in range(len(candidates)) if i not in promoted]
         explorers = [rest[int(j)] for j in rng.choice(len(rest), size=min(policy.explore, len(rest)), replace=False)] if rest else []
         chosen = promoted + explorers
@@ -235,17 +234,17 @@ class S3Strategy(Strategy):
 
     def _halve(self, candidates: list[Candidate], state) -> tuple[list[int], int]:
         """Indices best first: all by the proxy, then the best ``initial_shortlist`` re-ranked on twice the samples."""
-        from diffsearch.predictors.gating import proxy_values
+        from diffsearch.predictors.gating import order_by_value, proxy_values
 
         policy = self.policy
         values = proxy_values(self.space, candidates, policy)
         self._save_proxies(state, 0, candidates, values)  # one fidelity in the pretraining pool: the first round only
-        order = [i for _, i in sorted((v if v is not None else np.inf, i) for i, v in enumerate(values))]
+        order = order_by_value(values, range(len(values)))
         shortlist = [i for i in order[: policy.initial_shortlist] if values[i] is not None]
         if len(shortlist) <= policy.initial_promote:
             return order, 0
         refined = proxy_values(self.space, [candidates[i] for i in shortlist], policy, samples=2 * policy.proxy_samples)
-        best = [i for _, i in sorted((v if v is not None else np.inf, i) for v, i in zip(refined, shortlist))]
+        best = order_by_value(refined, shortlist)
         return best + [i for i in order if i not in best], len(shortlist)
 
     def _save_stage(self, state, stage: int, queue, tags, gate, stats) -> None:
