@@ -146,7 +146,10 @@ def converged_steps(model: Denoiser, guidance: float | None = None, tolerance: f
     started = time.perf_counter()
     x_T, labels = noise_set(model, PROBE_SAMPLES, PROBE_SEED)
     cond = labels if model.num_classes else None
-    run = lambda steps: _run_teacher(model, steps, x_T, cond, guidance, False, PROBE_SAMPLES, None).states[-1].double()
+
+    def run(steps: int) -> torch.Tensor:
+        return _run_teacher(model, steps, x_T, cond, guidance, False, PROBE_SAMPLES, None).states[-1].double()
+
     steps, coarse, rmse = START_STEPS, run(START_STEPS), float("inf")
     while steps < MAX_STEPS:
         fine = run(2 * steps)
