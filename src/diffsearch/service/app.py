@@ -16,6 +16,13 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffsearch.errors import DiffsearchError
+
+try:
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.concurrency import run_in_threadpool
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise DiffsearchError("search serve needs FastAPI and uvicorn: pip install 'diffsearch[service]'") from None
 from diffsearch.search import storage
 from diffsearch.search.config import validate_study_name
 from diffsearch.service import jobs
@@ -144,8 +151,6 @@ class BodyTooLarge(DiffsearchError):
 
 def create_app(settings: ServiceSettings):
     """The FastAPI app (routes in ``_routes``); the dispatcher runs while the app does."""
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
 
     service = Service(settings)
 
@@ -166,7 +171,6 @@ def create_app(settings: ServiceSettings):
 
 
 def _authorize(service: Service, request, write: bool) -> None:
-    from fastapi import HTTPException
 
     token = service.settings.token
     if not token or not (write or service.settings.private_reads):
@@ -178,9 +182,6 @@ def _authorize(service: Service, request, write: bool) -> None:
 
 def _routes(app, service: Service) -> None:
     """The REST API, the event stream and the page."""
-    from fastapi import Depends, Request
-    from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
-    from starlette.concurrency import run_in_threadpool
 
     def read(request: Request) -> None:
         _authorize(service, request, write=False)
@@ -242,7 +243,6 @@ def _routes(app, service: Service) -> None:
 
 async def _event_stream(service: Service, name: str, request):
     """``progress`` events (the study's summary) whenever it changes, ``end`` once it is finished, failed or cancelled."""
-    from starlette.concurrency import run_in_threadpool
 
     last, deadline = None, time.monotonic() + service.settings.events_max_s
     while time.monotonic() < deadline and not await request.is_disconnected():

@@ -42,6 +42,8 @@ class Client:
             except (ValueError, AttributeError):
                 pass
             raise DiffsearchError(f"{method} {path}: {error.code} {detail}") from None
+        except urllib.error.URLError as error:
+            raise DiffsearchError(f"{self.url}: cannot reach the server ({error.reason})") from None
 
     def submit(self, config: dict[str, Any]) -> str:
         """Queue a search (a dict with the keys of a YAML run config); returns the study name."""
