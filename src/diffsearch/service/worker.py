@@ -21,7 +21,7 @@ def run_job(storage_url: str, name: str) -> int:
     """Mark the job started, run the search (resuming the study), record finished or failed."""
     import torch
 
-    from diffsearch.search.runner import run_search
+    from diffsearch.search.runner import export_study, run_search
 
     torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
     shared = storage.shared_storage(storage_url)
@@ -34,6 +34,7 @@ def run_job(storage_url: str, name: str) -> int:
                evaluations_at_start=storage.count_evaluations(study)["expensive"])
     try:
         result = run_search(RunConfig.model_validate(job.config))
+        export_study(name, storage_url, result.path)  # the served artifact is exactly what `search export` writes
     except Exception as error:
         update_job(study, status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}")
         print(f"error: {error}", file=sys.stderr)
