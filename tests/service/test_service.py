@@ -64,23 +64,44 @@ def test_submit_wait_export_cancel_and_access(make_server, tmp_path):
     assert listed == {names[0]: "finished", names[1]: "finished", slow: "cancelled"}
 
 
-def test_restart_and_dead_worker_recompute_nothing(make_server):
+@pytest.fixture()
+def slow_gmm(tmp_path):
+    """The gmm model with 0.1 s per network call: a search whose length does not depend on the machine's load."""
+    plugin = tmp_path / "slow_gmm.py"
+    plugin.write_text(
+        "import time, diffsearch\n"
+        "from diffsearch.models.gmm import build_gmm\n"
+        "def make():\n"
+        "    base = build_gmm()\n"
+        "    def fn(x, t, cond):\n"
+        "        time.sleep(0.1)\n"
+        "        return base.fn(x, t, cond)\n"
+        "    model = diffsearch.Denoiser(fn, base.noise_schedule, data_shape=(8,), name='slow_gmm')\n"
+        "    model.truth = base.truth\n"
+        "    return model\n"
+    )
+    return f"{plugin}:make"
+
+
+@pytest.mark.slow
+def test_restart_and_dead_worker_recompute_nothing(make_server, slow_gmm):
     """Kill the server mid-search: the restarted one finds the running worker. Kill the worker: it is re-queued and resumes."""
     server = make_server()
     client = diffsearch.Client(server.url)
-    name = client.submit({**TINY, "evals": 24, "search_samples": 3000, "cache": False, "study": "durable"})
+    name = client.submit({**TINY, "model": slow_gmm, "evals": 40, "cache": False, "study": "durable"})
     wait_for(lambda: client.status(name)["evaluations"] >= 2)
+    seen = completed_trials(server, name)
     server.kill()
     server.start()
     assert client.status(name)["status"] == "running"
     assert server.jobs()[name]["attempts"] == 1  # the surviving worker was found, not started again
-    before = wait_for(lambda: (trials := completed_trials(server, name)) and len(trials) >= 4 and trials)
+    before = wait_for(lambda: (trials := completed_trials(server, name)) and len(trials) >= 2 + len(seen) and trials)
     os.killpg(server.jobs()[name]["worker"]["pid"], signal.SIGKILL)
     done = client.wait(name, timeout=240, poll=0.3)
     assert done["status"] == "finished" and server.jobs()[name]["attempts"] == 2
     after = completed_trials(server, name)
     fingerprints = [t.user_attrs["fingerprint"] for t in after]
-    assert len(after) == 24 and len(set(fingerprints)) == 24  # each candidate evaluated once
+    assert len(after) == 40 and len(set(fingerprints)) == 40  # each candidate evaluated once
     kept = {t.number: (t.value, t.datetime_complete) for t in after}
     assert all(kept[t.number] == (t.value, t.datetime_complete) for t in before)  # earlier results untouched
 
