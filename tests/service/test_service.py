@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,6 +18,7 @@ from diffsearch.search.config import validate_study_name
 from service_helpers import SRC, TINY, wait_for
 
 TOKEN = "s3cret-token"
+SLOW_GMM = f"{Path(__file__).with_name('slow_gmm.py')}:make"  # 0.1 s per network call
 
 
 def completed_trials(server, name):
@@ -64,31 +66,12 @@ def test_submit_wait_export_cancel_and_access(make_server, tmp_path):
     assert listed == {names[0]: "finished", names[1]: "finished", slow: "cancelled"}
 
 
-@pytest.fixture()
-def slow_gmm(tmp_path):
-    """The gmm model with 0.1 s per network call: a search whose length does not depend on the machine's load."""
-    plugin = tmp_path / "slow_gmm.py"
-    plugin.write_text(
-        "import time, diffsearch\n"
-        "from diffsearch.models.gmm import build_gmm\n"
-        "def make():\n"
-        "    base = build_gmm()\n"
-        "    def fn(x, t, cond):\n"
-        "        time.sleep(0.1)\n"
-        "        return base.fn(x, t, cond)\n"
-        "    model = diffsearch.Denoiser(fn, base.noise_schedule, data_shape=(8,), name='slow_gmm')\n"
-        "    model.truth = base.truth\n"
-        "    return model\n"
-    )
-    return f"{plugin}:make"
-
-
 @pytest.mark.slow
-def test_restart_and_dead_worker_recompute_nothing(make_server, slow_gmm):
+def test_restart_and_dead_worker_recompute_nothing(make_server):
     """Kill the server mid-search: the restarted one finds the running worker. Kill the worker: it is re-queued and resumes."""
     server = make_server()
     client = diffsearch.Client(server.url)
-    name = client.submit({**TINY, "model": slow_gmm, "evals": 40, "cache": False, "study": "durable"})
+    name = client.submit({**TINY, "model": SLOW_GMM, "evals": 40, "cache": False, "study": "durable"})
     wait_for(lambda: client.status(name)["evaluations"] >= 2)
     seen = completed_trials(server, name)
     server.kill()

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     raise DiffsearchError("search serve needs FastAPI and uvicorn: pip install 'diffsearch[service]'") from None
 from diffsearch.search import storage
 from diffsearch.search.config import validate_study_name
-from diffsearch.service import jobs
+from diffsearch.service import jobs, plots
 from diffsearch.service.dispatcher import Dispatcher
 from diffsearch.service.launchers import LAUNCHERS
 from diffsearch.service.plots import PLOTS
@@ -222,8 +222,7 @@ def _routes(app, service: Service) -> None:
     def plot(name: str, kind: str) -> Response:
         if kind not in PLOTS:
             raise NotFound(f"unknown plot {kind!r}; valid plots: {', '.join(PLOTS.names())}")
-        draw = PLOTS.get(kind)
-        return Response(draw(service.detail(name)), media_type="image/png", headers={"Cache-Control": "no-store"})
+        return Response(plots.render(kind, service.detail(name)), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.post("/studies/{name}/cancel", dependencies=[Depends(write)], summary="cancel a queued or running job")
     def cancel(name: str) -> dict[str, Any]:

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 from diffsearch.registry import Registry
 
 PLOTS: Registry = Registry("plot")
+LOCK = threading.Lock()  # matplotlib (pyplot state, mathtext parser) is not thread-safe; requests are
+
+
+def render(kind: str, detail: dict[str, Any]) -> bytes:
+    """The PNG of plot ``kind``, one at a time."""
+    draw = PLOTS.get(kind)
+    with LOCK:
+        return draw(detail)
 
 
 def _figure():
