@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from service_helpers import Server
+from diffsearch.testing.service import Server
 
 
 @pytest.fixture()

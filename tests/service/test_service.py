@@ -15,7 +15,7 @@ import pytest
 import diffsearch
 from diffsearch.errors import DiffsearchError
 from diffsearch.search.config import validate_study_name
-from service_helpers import SRC, TINY, wait_for
+from diffsearch.testing.service import SRC, TINY, wait_for
 
 TOKEN = "s3cret-token"
 SLOW_GMM = f"{Path(__file__).with_name('slow_gmm.py')}:make"  # 0.1 s per network call

@@ -66,18 +66,29 @@ def check_exposure(settings: ServiceSettings) -> None:
 
 
 class TTLCache:
-    """Values recomputed at most once per ``ttl`` seconds, however many clients ask (bounds storage reads)."""
+    """Stale-while-revalidate: one thread recomputes a value at most every ``ttl`` s, the others get the previous one."""
 
     def __init__(self, ttl: float) -> None:
-        self.ttl, self.lock, self.values = ttl, threading.Lock(), {}
+        self.ttl, self.lock, self.values, self.computing = ttl, threading.Lock(), {}, {}
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
         with self.lock:
-            stamp, value = self.values.get(key, (-1e18, None))
-            if time.monotonic() - stamp > self.ttl:
-                value = compute()
+            entry, running = self.values.get(key), self.computing.get(key)
+            if entry is not None and (running is not None or time.monotonic() - entry[0] <= self.ttl):
+                return entry[1]
+            if running is None:
+                self.computing[key] = threading.Event()
+        if running is not None:  # first computation of this key under way: wait for it, then ask again
+            running.wait(60)
+            return self.get(key, compute)
+        try:
+            value = compute()
+            with self.lock:
                 self.values[key] = (time.monotonic(), value)
             return value
+        finally:
+            with self.lock:
+                self.computing.pop(key).set()
 
 
 class BodyLimit:
@@ -123,6 +134,7 @@ class Service:
         self.dispatcher = Dispatcher(self.shared, launcher(self.storage_url, self.runs_dir / "logs", settings.ray_address),
                                      settings.workers, settings.poll_s)
         self.cache = TTLCache(min(settings.poll_s, 0.5))
+        self.settled: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def study(self, name: str):
         validate_study_name(name)
@@ -132,7 +144,19 @@ class Service:
             raise NotFound(str(error)) from None
 
     def studies(self) -> list[dict[str, Any]]:
-        return self.cache.get("", lambda: [jobs.summary(storage.load_from(self.shared, n)) for n in storage.study_names(self.shared)])
+        return self.cache.get("", lambda: [self._summary(name) for name in storage.study_names(self.shared)])
+
+    def _summary(self, name: str) -> dict[str, Any]:
+        """A study's summary; a finished, failed, cancelled or stopped one is kept until its job record changes."""
+        study = storage.load_from(self.shared, name)
+        attrs = study.user_attrs
+        key = json.dumps([attrs.get(jobs.JOB_KEY), bool(attrs.get("final"))], sort_keys=True)
+        if name in self.settled and self.settled[name][0] == key:
+            return self.settled[name][1]
+        summary = jobs.summary(study)
+        if summary["status"] in (*jobs.TERMINAL, "stopped"):
+            self.settled[name] = (key, summary)
+        return summary
 
     def detail(self, name: str) -> dict[str, Any]:
         return self.cache.get(f"detail:{name}", lambda: jobs.detail(self.study(name)))

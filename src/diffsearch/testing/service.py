@@ -1,4 +1,4 @@
-"""A real ``search serve`` process on a free loopback port, and helpers to read its storage and stop its workers."""
+"""A real ``search serve`` process on a free loopback port (tests and benchmarks), helpers to read its storage and stop its workers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
-TINY = {"model": "gmm", "budget": "4nfe", "strategy": "random", "evals": 6, "search_samples": 200, "final_samples": 400}
+SRC = str(Path(__file__).resolve().parents[2])  # the folder holding this diffsearch package
+TINY = {"model": "gmm", "budget": "4nfe", "strategy": "random", "evals": 6, "search_samples": 200, "final_samples": 400}  # a search of a few seconds
 
 
 def free_port() -> int:
@@ -26,7 +26,8 @@ def free_port() -> int:
 class Server:
     """One server process; ``start`` again after ``kill`` to restart it on the same storage and port."""
 
-    def __init__(self, folder: Path, token: str | None, workers: int, extra: list[str]) -> None:
+    def __init__(self, folder: Path, token: str | None = None, workers: int = 1, extra: list[str] | None = None) -> None:
+        extra = extra or []
         self.folder, self.token, self.workers, self.extra = folder, token, workers, extra
         self.port, self.process = free_port(), None
         self.storage = f"sqlite:///{folder / 'studies.db'}"
