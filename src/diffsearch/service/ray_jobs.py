@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ RUNNING = ("PENDING", "RUNNING")
 
 
 class RayJobLauncher:
-    """Submits ``python -m diffsearch.service.worker`` through Ray's job API; the head runs the driver."""
+    """Submits ``python -m diffsearch.service.worker`` through Ray's job API (``DIFFSEARCH_RAY_PYTHON`` names another
+    interpreter); the cluster runs the driver, which reads and writes the same storage."""
 
     def __init__(self, storage_url: str, log_dir: Path, address: str | None = None) -> None:
         try:
@@ -28,7 +30,7 @@ class RayJobLauncher:
 
     def start(self, study: str) -> dict[str, Any]:
         command = worker_command(self.storage_url, study)
-        entrypoint = shlex.join(["python", *command[1:]])
+        entrypoint = shlex.join([os.environ.get("DIFFSEARCH_RAY_PYTHON", "python"), *command[1:]])
         submission = self.client.submit_job(entrypoint=entrypoint, metadata={"diffsearch_study": study})
         return {"kind": "ray", "submission_id": submission, "address": self.address, "study": study}
 
