@@ -11,10 +11,10 @@ def make_server(tmp_path):
     """``make_server(token=None, workers=1, extra=[])`` starts a server; all are killed (with their workers) at the end."""
     servers: list[Server] = []
 
-    def make(token: str | None = None, workers: int = 1, extra: list[str] | None = None) -> Server:
+    def make(token: str | None = None, workers: int = 1, extra: list[str] | None = None, storage: str | None = None) -> Server:
         folder = tmp_path / f"server{len(servers)}"
         folder.mkdir()
-        servers.append(Server(folder, token, workers, extra or []).start())
+        servers.append(Server(folder, token, workers, extra or [], storage).start())
         return servers[-1]
 
     yield make

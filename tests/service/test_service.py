@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -105,3 +106,18 @@ def test_private_reads_need_the_token(make_server):
     server = make_server(token=TOKEN, extra=["--private-reads"])
     assert server.request("GET", "/studies")[0] == 401
     assert server.request("GET", "/studies", token=TOKEN) == (200, [])
+
+
+def test_the_client_imports_no_torch():
+    code = "import sys, diffsearch; diffsearch.Client('http://127.0.0.1:1'); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC}, capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.mark.skipif(not os.environ.get("DIFFSEARCH_TEST_POSTGRES_URL"), reason="set DIFFSEARCH_TEST_POSTGRES_URL (.ci/run does)")
+def test_a_job_on_postgresql_storage(make_server):
+    server = make_server(storage=os.environ["DIFFSEARCH_TEST_POSTGRES_URL"])
+    client = diffsearch.Client(server.url)
+    name = client.submit({**TINY, "study": f"service-{os.getpid()}-{int(time.time())}"})
+    assert client.wait(name, timeout=180, poll=0.3)["status"] == "finished"
+    assert client.artifact(name)["provenance"]["study"] == name

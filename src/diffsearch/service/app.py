@@ -147,14 +147,14 @@ class Service:
         return self.cache.get("", lambda: [self._summary(name) for name in storage.study_names(self.shared)])
 
     def _summary(self, name: str) -> dict[str, Any]:
-        """A study's summary; a finished, failed, cancelled or stopped one is kept until its job record changes."""
+        """A study's summary; a finished, failed or cancelled job's is kept until its job record changes."""
         study = storage.load_from(self.shared, name)
         attrs = study.user_attrs
         key = json.dumps([attrs.get(jobs.JOB_KEY), bool(attrs.get("final"))], sort_keys=True)
         if name in self.settled and self.settled[name][0] == key:
             return self.settled[name][1]
         summary = jobs.summary(study)
-        if summary["status"] in (*jobs.TERMINAL, "stopped"):
+        if summary["status"] in jobs.TERMINAL and attrs.get(jobs.JOB_KEY):
             self.settled[name] = (key, summary)
         return summary
 

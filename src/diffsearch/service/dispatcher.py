@@ -44,7 +44,7 @@ class Dispatcher:
             active = sum(1 for study, _ in running if read_job(study).status == "running")
             queued = sorted(((s, j) for s, j in jobs if j.status == "queued"), key=lambda item: item[1].submitted)
             for study, job in queued[: max(self.workers - active, 0)]:
-                handle = self.launcher.start(study.study_name)
+                handle = self.launcher.start(study.study_name)  # the worker first writes its record seconds later (imports)
                 update_job(study, status="running", worker=handle, attempts=job.attempts + 1)
 
     def cancel(self, study) -> Any:

@@ -42,11 +42,13 @@ class Job(BaseModel):
 
 
 def read_job(study) -> Job | None:
+    """The study's job record, read fresh from the storage (None for a study not submitted to the service)."""
     data = study.user_attrs.get(JOB_KEY)
     return None if data is None else Job.model_validate(data)
 
 
 def write_job(study, job: Job) -> None:
+    """Store the job record on its study (one user attr: the database is the queue)."""
     study.set_user_attr(JOB_KEY, job.model_dump(mode="json"))
 
 

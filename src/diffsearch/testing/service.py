@@ -26,11 +26,12 @@ def free_port() -> int:
 class Server:
     """One server process; ``start`` again after ``kill`` to restart it on the same storage and port."""
 
-    def __init__(self, folder: Path, token: str | None = None, workers: int = 1, extra: list[str] | None = None) -> None:
+    def __init__(self, folder: Path, token: str | None = None, workers: int = 1, extra: list[str] | None = None,
+                 storage: str | None = None) -> None:
         extra = extra or []
         self.folder, self.token, self.workers, self.extra = folder, token, workers, extra
         self.port, self.process = free_port(), None
-        self.storage = f"sqlite:///{folder / 'studies.db'}"
+        self.storage = storage or f"sqlite:///{folder / 'studies.db'}"
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
