@@ -46,6 +46,9 @@ def test_submit_wait_export_cancel_and_access(make_server, tmp_path):
     status, body = server.request("POST", "/studies", {**TINY, "budgt": "4nfe"}, token=TOKEN)
     assert status == 422 and "budgt" in body["detail"]
     assert server.request("POST", "/studies", raw=b"{" + b" " * 100_000 + b"}", token=TOKEN)[0] == 413
+    status, body = server.request("POST", "/studies", {**TINY, "study": "../evil"}, token=TOKEN)
+    assert status == 422 and body["detail"].startswith("config study:")
+    assert server.request("POST", "/studies", {**TINY, "storage": "sqlite:///elsewhere.db"}, token=TOKEN)[0] == 422
     assert server.request("GET", "/studies/no-such-study")[0] == 404
     names = [client.submit({**TINY, "seed": seed}) for seed in (0, 1)]
     assert server.request("POST", "/studies", {**TINY, "seed": 0}, token=TOKEN)[0] == 409  # already queued or running
@@ -59,6 +62,7 @@ def test_submit_wait_export_cancel_and_access(make_server, tmp_path):
         assert without_timestamp(fetched) == without_timestamp(exported)
     png = server.request("GET", f"/studies/{names[0]}/plots/best_so_far.png")[1]
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert server.request("GET", f"/studies/{names[0]}/plots/nope.png")[0] == 404
     wait_for(lambda: client.status(slow)["evaluations"] >= 1)
     assert client.cancel(slow)["status"] == "cancelled"
     worker = server.jobs()[slow]["worker"]
