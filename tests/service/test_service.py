@@ -19,7 +19,7 @@ from diffsearch.search.config import validate_study_name
 from diffsearch.testing.service import SRC, TINY, wait_for
 
 TOKEN = "s3cret-token"
-SLOW_GMM = f"{Path(__file__).with_name('slow_gmm.py')}:make"  # 0.1 s per network call
+SLOW_GMM = f"{Path(__file__).with_name('slow_gmm.py')}:make"  # 0.1 s per network call on search batches
 
 
 def completed_trials(server, name):
