@@ -300,6 +300,25 @@ def show_command(
             typer.echo(f"wrote {path}")
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (beyond loopback needs DIFFSEARCH_TOKEN).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8600,
+    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL of every study and job.")] = "sqlite:///runs/service.db",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Folder for artifacts and worker logs.")] = "runs",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run jobs as Ray Jobs via this job API (http://head:8265).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Jobs running at once.")] = 1,
+    private_reads: Annotated[bool, typer.Option("--private-reads", help="Require the token for reads too.")] = False,
+) -> None:
+    """Serve the searches of one storage over HTTP: REST API (/docs), web page (/), job queue."""
+    import os
+
+    from diffsearch.service.app import ServiceSettings, serve
+
+    serve(ServiceSettings(host=host, port=port, storage=storage, runs_dir=runs_dir, ray_address=ray_address, workers=workers,
+                          token=os.environ.get("DIFFSEARCH_TOKEN") or None, private_reads=private_reads))
+
+
 @app.command("spaces")
 def spaces_command(as_json: JsonOption = False) -> None:
     """Registered search spaces and strategies."""
