@@ -2,15 +2,19 @@
 
 For each plan: the MACs of the whole sampling run over the full network's on the same schedule
 (torch's FlopCounterMode per network configuration), and the measured seconds per sample over the
-full network's (median of ``--repeats`` timed runs of ``--samples`` samples, one thread, after a
-warm-up), plus the held-out FID of the plan's samples (one noise set, so only a sanity check).
+full network's. Timing runs in ``--rounds`` rounds; each round times every plan once (``--samples``
+samples, one thread, after a warm-up) and divides by the full network timed in the same round, so a
+load change on a shared machine shifts numerator and denominator alike. The table gives the median
+ratio over rounds and its range, plus the held-out FID of the plan's samples (one noise set of
+2000, so a sanity check, not a comparison).
 
-    python benchmarks/plan_speed.py [--nfe 10] [--samples 2000] [--repeats 5] > /tmp/plan_speed.md
+    python benchmarks/plan_speed.py [--nfe 10] [--samples 1000] [--rounds 5] > /tmp/plan_speed.md
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
@@ -55,29 +59,39 @@ def fid(model, plan: Plan, samples: int) -> float:
     return image_metrics.fid(images, image_metrics.reference_stats(model, "digits"), "digits")
 
 
+def timed_ratios(model, plans: dict[str, Plan], samples: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per round: every plan's seconds per sample over the full network's in that round (ratios, seconds)."""
+    labels = torch.arange(samples) % 10
+    ratios: dict[str, list[float]] = {name: [] for name in plans}
+    seconds: dict[str, list[float]] = {name: [] for name in plans}
+    for _ in range(rounds):
+        times = {name: seconds_per_sample(model, plan, samples=samples, repeats=1, cond=labels)["seconds_per_sample"] for name, plan in plans.items()}
+        full = times["full network"]
+        for name, value in times.items():
+            ratios[name].append(value / full)
+            seconds[name].append(value)
+    return {name: (ratios[name], seconds[name]) for name in plans}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nfe", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = diffsearch.load_model("digits")
     schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=args.nfe, model=model)
-    labels = torch.arange(args.samples) % 10
-    print(f"### digits, dpmpp_2m at {args.nfe} NFE, {args.samples} samples per timed run, median of {args.repeats} runs, "
-          f"{args.threads} thread(s); time ratio / MACs ratio within 25% counts as following\n")
-    print("| plan | MACs ratio | seconds / sample (min-max) | time ratio | time / MACs | FID (held-out, 2000) |")
+    candidates = plans(schedule)
+    print(f"### digits, dpmpp_2m at {args.nfe} NFE, {args.samples} samples per timed run, {args.rounds} rounds, "
+          f"{args.threads} thread(s); time ratio within 25% of the MACs ratio counts as following\n")
+    print("| plan | MACs ratio | time ratio, median (range over rounds) | time / MACs | median ms / sample | FID (held-out, 2000) |")
     print("|---|---|---|---|---|---|")
-    base = None
-    for name, plan in plans(schedule).items():
-        macs = plan_cost(model, plan)["macs_ratio"]
-        timing = seconds_per_sample(model, plan, samples=args.samples, repeats=args.repeats, cond=labels)
-        base = base or timing["seconds_per_sample"]
-        ratio = timing["seconds_per_sample"] / base
-        print(f"| {name} | {macs:.3f} | {timing['seconds_per_sample'] * 1e6:.1f} us ({timing['min'] * 1e6:.1f}-{timing['max'] * 1e6:.1f}) "
-              f"| {ratio:.3f} | {ratio / macs:.2f} | {fid(model, plan, 2000):.4f} |", flush=True)
+    for name, (ratios, seconds) in timed_ratios(model, candidates, args.samples, args.rounds).items():
+        macs, ratio = plan_cost(model, candidates[name])["macs_ratio"], statistics.median(ratios)
+        print(f"| {name} | {macs:.3f} | {ratio:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) | {ratio / macs:.2f} "
+              f"| {statistics.median(seconds) * 1e3:.2f} | {fid(model, candidates[name], 2000):.4f} |", flush=True)
 
 
 if __name__ == "__main__":

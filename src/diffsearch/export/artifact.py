@@ -32,13 +32,19 @@ def validation_message(error: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def read_json(data: str | dict[str, Any], source: str) -> Any:
+    """JSON text parsed (finite numbers only; a one-line error naming ``source``), or a dict as is."""
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data, parse_constant=_reject_non_finite)
+    except json.JSONDecodeError as error:
+        raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+
+
 def parse_schedule(data: str | dict[str, Any], source: str = "schedule") -> Schedule:
     """A validated Schedule from JSON text or a dict; errors name the field and what is allowed."""
-    if isinstance(data, str):
-        try:
-            data = json.loads(data, parse_constant=_reject_non_finite)
-        except json.JSONDecodeError as error:
-            raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+    data = read_json(data, source)
     try:
         return Schedule.model_validate(data)
     except ValidationError as error:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from diffsearch.errors import DiffsearchError
-from diffsearch.export.artifact import _reject_non_finite, load_schedule, validation_message
+from diffsearch.export.artifact import load_schedule, read_json, validation_message
 from diffsearch.solvers.plan import PLAN_SCHEMA_VERSION, Plan
 from diffsearch.solvers.schedule import SCHEMA_VERSION, Schedule
 
@@ -27,11 +27,7 @@ def plan_json_schema() -> dict[str, Any]:
 
 def parse_plan(data: str | dict[str, Any], source: str = "plan") -> Plan:
     """A validated Plan from JSON text or a dict (plan/v1, or schedule/v1 as the full network)."""
-    if isinstance(data, str):
-        try:
-            data = json.loads(data, parse_constant=_reject_non_finite)
-        except json.JSONDecodeError as error:
-            raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+    data = read_json(data, source)
     if not isinstance(data, dict):
         raise DiffsearchError(f"{source}: expected a JSON object")
     version = data.get("schema_version")

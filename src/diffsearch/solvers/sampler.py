@@ -23,7 +23,7 @@ def first_evaluation(
 ):
     """(eps, x0) at t_0: the model, or an analytical first step (zero_x0: eps = x_T; mean_x0: x0 = data mean)."""
     if first_step == "model":
-        return model.predict(x_T, t, cond, guidance, config)
+        return evaluate_model(model, x_T, t, cond, guidance, config)
     alpha, sigma = float(model.noise_schedule.alpha(t)), float(model.noise_schedule.sigma(t))
     if first_step == "zero_x0":
         return x_T, (x_T - sigma * x_T) / alpha
@@ -31,6 +31,13 @@ def first_evaluation(
         raise DiffsearchError(f"first_step 'mean_x0' needs a model with data_mean; {model.name!r} has none")
     x0 = model.data_mean.to(x_T.device, x_T.dtype).expand_as(x_T)
     return (x_T - alpha * x0) / sigma, x0
+
+
+def evaluate_model(model: Denoiser, x: torch.Tensor, t: float, cond: Any, guidance: float | None, config: Any):
+    """One ``predict``; the full network calls it without ``config`` (Denoiser subclasses may predate it)."""
+    if config is None:
+        return model.predict(x, t, cond, guidance)
+    return model.predict(x, t, cond, guidance, config)
 
 
 def oldest_needed(plans: tuple[StepPlan, ...]) -> list[int]:
@@ -75,7 +82,7 @@ def sample(
     model.begin_sample()
 
     def evaluate(x: torch.Tensor, time: float):
-        return model.predict(x, time, cond, guidance, next(configs))
+        return evaluate_model(model, x, time, cond, guidance, next(configs))
 
     first = next(configs) if schedule.first_step == "model" else None
     eps, x0 = first_evaluation(model, schedule.first_step, x_T, t[0], cond, guidance, first)
