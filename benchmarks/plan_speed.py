@@ -2,7 +2,7 @@
 
 For each plan: the MACs of the whole sampling run over the full network's on the same schedule
 (torch's FlopCounterMode per network configuration), and the measured seconds per sample over the
-full network's. Timing runs in ``--rounds`` rounds; each round times every plan once (``--samples``
+full network's (process CPU time by default, ``--clock wall`` for the wall clock). Timing runs in ``--rounds`` rounds; each round times every plan once (``--samples``
 samples, one thread, after a warm-up) and divides by the full network timed in the same round, so a
 load change on a shared machine shifts numerator and denominator alike. The table gives the median
 ratio over rounds and its range, plus the held-out FID of the plan's samples (one noise set of
@@ -59,13 +59,13 @@ def fid(model, plan: Plan, samples: int) -> float:
     return image_metrics.fid(images, image_metrics.reference_stats(model, "digits"), "digits")
 
 
-def timed_ratios(model, plans: dict[str, Plan], samples: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+def timed_ratios(model, plans: dict[str, Plan], samples: int, rounds: int, clock: str) -> dict[str, tuple[list[float], list[float]]]:
     """Per round: every plan's seconds per sample over the full network's in that round (ratios, seconds)."""
     labels = torch.arange(samples) % 10
     ratios: dict[str, list[float]] = {name: [] for name in plans}
     seconds: dict[str, list[float]] = {name: [] for name in plans}
     for _ in range(rounds):
-        times = {name: seconds_per_sample(model, plan, samples=samples, repeats=1, cond=labels)["seconds_per_sample"] for name, plan in plans.items()}
+        times = {name: seconds_per_sample(model, plan, samples=samples, repeats=1, cond=labels)[clock] for name, plan in plans.items()}
         full = times["full network"]
         for name, value in times.items():
             ratios[name].append(value / full)
@@ -79,16 +79,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="process CPU time (default) or wall clock")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = diffsearch.load_model("digits")
     schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=args.nfe, model=model)
     candidates = plans(schedule)
     print(f"### digits, dpmpp_2m at {args.nfe} NFE, {args.samples} samples per timed run, {args.rounds} rounds, "
-          f"{args.threads} thread(s); time ratio within 25% of the MACs ratio counts as following\n")
-    print("| plan | MACs ratio | time ratio, median (range over rounds) | time / MACs | median ms / sample | FID (held-out, 2000) |")
+          f"{args.threads} thread(s), {args.clock} time; time ratio within 25% of the MACs ratio counts as following\n")
+    print(f"| plan | MACs ratio | {args.clock} time ratio, median (range over rounds) | time / MACs | median ms / sample | FID (held-out, 2000) |")
     print("|---|---|---|---|---|---|")
-    for name, (ratios, seconds) in timed_ratios(model, candidates, args.samples, args.rounds).items():
+    clock = "cpu_seconds_per_sample" if args.clock == "cpu" else "seconds_per_sample"
+    for name, (ratios, seconds) in timed_ratios(model, candidates, args.samples, args.rounds, clock).items():
         macs, ratio = plan_cost(model, candidates[name])["macs_ratio"], statistics.median(ratios)
         print(f"| {name} | {macs:.3f} | {ratio:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) | {ratio / macs:.2f} "
               f"| {statistics.median(seconds) * 1e3:.2f} | {fid(model, candidates[name], 2000):.4f} |", flush=True)

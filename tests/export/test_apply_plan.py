@@ -12,6 +12,7 @@ import diffsearch
 from diffsearch.errors import DiffsearchError
 from diffsearch.models.blocks import BlocksConfig
 from diffsearch.solvers.plan import Plan
+from diffsearch.testing.diffusers_loop import diffusers_loop as shared_loop
 
 diffusers = pytest.importorskip("diffusers")
 from diffsearch.export.diffusers import apply_plan, remove_plan  # noqa: E402
@@ -61,21 +62,7 @@ def load_latent_pipeline(directory):
 
 
 def diffusers_loop(pipe, x_T, steps, cond=None, null=None, guidance=None):
-    """A plain diffusers denoising loop; classifier-free guidance batches cond and uncond in one call."""
-    scheduler = pipe.scheduler
-    scheduler.set_timesteps(steps)
-    x = x_T * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        with torch.no_grad():
-            if cond is None:
-                out = pipe.unet(model_input, t).sample
-            else:
-                both = pipe.unet(torch.cat([model_input] * 2), t, encoder_hidden_states=torch.cat([cond, null.expand_as(cond)])).sample
-                out_c, out_u = both.chunk(2)
-                out = out_u + guidance * (out_c - out_u)
-        x = scheduler.step(out, t, x).prev_sample
-    return x
+    return shared_loop(pipe.unet, pipe.scheduler, x_T, steps, cond, null, guidance)
 
 
 def block_plan(model, names) -> Plan:

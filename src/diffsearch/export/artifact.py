@@ -85,13 +85,23 @@ def load_schedule(
             raise DiffsearchError(f"{text}: a preset needs nfe= and model= (e.g. --budget 10nfe --model gmm)")
         noise_schedule = model.noise_schedule if hasattr(model, "noise_schedule") else model
         return preset_schedule(text.removeprefix("preset:"), nfe, noise_schedule, spacing or "logsnr", **options)
-    path = Path(text)
-    if not path.is_file():
-        raise DiffsearchError(f"schedule {text!r} is neither preset:NAME nor an existing JSON file")
-    schedule = parse_schedule(path.read_text(), source=str(path))
-    if nfe is not None and schedule.nfe != nfe:
-        raise DiffsearchError(f"{path}: the schedule costs {schedule.nfe} NFE, not the requested {nfe}")
+    schedule = parse_schedule(artifact_text(text, "schedule"), source=text)
+    check_nfe(text, "schedule", schedule.nfe, nfe)
     return schedule
+
+
+def artifact_text(source: str, kind: str) -> str:
+    """The text of an artifact file; a one-line error when ``source`` is no file (nor a preset)."""
+    path = Path(source)
+    if not path.is_file():
+        raise DiffsearchError(f"{kind} {source!r} is neither preset:NAME nor an existing JSON file")
+    return path.read_text()
+
+
+def check_nfe(source: str, kind: str, actual: int, requested: int | None) -> None:
+    """Refuse an artifact whose NFE differs from the requested budget."""
+    if requested is not None and actual != requested:
+        raise DiffsearchError(f"{source}: the {kind} costs {actual} NFE, not the requested {requested}")
 
 
 def is_finite_tree(value: Any) -> bool:

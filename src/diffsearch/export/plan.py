@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from diffsearch.errors import DiffsearchError
-from diffsearch.export.artifact import load_schedule, read_json, validation_message
+from diffsearch.export.artifact import artifact_text, check_nfe, load_schedule, read_json, validation_message
 from diffsearch.solvers.plan import PLAN_SCHEMA_VERSION, Plan
 from diffsearch.solvers.schedule import SCHEMA_VERSION, Schedule
 
@@ -61,10 +61,6 @@ def load_plan(source: str | Path | Plan | Schedule, nfe: int | None = None, mode
         return source
     if isinstance(source, Schedule) or str(source).startswith("preset:"):
         return Plan(schedule=load_schedule(source, nfe=nfe, model=model, **options))
-    path = Path(source)
-    if not path.is_file():
-        raise DiffsearchError(f"plan {str(source)!r} is neither preset:NAME nor an existing JSON file")
-    plan = parse_plan(path.read_text(), source=str(path))
-    if nfe is not None and plan.nfe != nfe:
-        raise DiffsearchError(f"{path}: the plan costs {plan.nfe} NFE, not the requested {nfe}")
+    plan = parse_plan(artifact_text(str(source), "plan"), source=str(source))
+    check_nfe(str(source), "plan", plan.nfe, nfe)
     return plan
