@@ -2,13 +2,14 @@
 
 For each plan: the MACs of the whole sampling run over the full network's on the same schedule
 (torch's FlopCounterMode per network configuration), and the measured seconds per sample over the
-full network's (process CPU time by default, ``--clock wall`` for the wall clock). Timing runs in ``--rounds`` rounds; each round times every plan once (``--samples``
-samples, one thread, after a warm-up) and divides by the full network timed in the same round, so a
-load change on a shared machine shifts numerator and denominator alike. The table gives the median
-ratio over rounds and its range, plus the held-out FID of the plan's samples (one noise set of
-2000, so a sanity check, not a comparison).
+full network's (process CPU time by default, ``--clock wall`` for the wall clock). Timing runs in
+``--rounds`` rounds; each round times every plan once (``--samples`` samples, one thread, after a
+warm-up) and divides by the full network timed in the same round, so a load change on a shared
+machine shifts numerator and denominator alike. The table gives the median ratio over rounds and
+its range, plus the held-out FID of the plan's samples (one noise set of 2000: a sanity check,
+not a comparison).
 
-    python benchmarks/plan_speed.py [--nfe 10] [--samples 1000] [--rounds 5] > /tmp/plan_speed.md
+    python benchmarks/plan_speed.py [--nfe 10] [--samples 1000] [--rounds 5] [--clock cpu|wall] > /tmp/plan_speed.md
 """
 
 from __future__ import annotations
