@@ -135,5 +135,5 @@ def test_declared_null_label_is_not_a_class_to_sample(tmp_path):
 
 def test_declared_capabilities_of_a_diffusers_model(pipeline_dir):
     model = diffsearch.load_model(f"diffusers:{pipeline_dir}")
-    assert model.data_range == (-1.0, 1.0) and model.truth is None and model.reference_data is None
+    assert model.data_range is None and model.truth is None and model.reference_data is None
     assert model.feature_extractor == "raw" and model.blocks.names[0] == "down_blocks.0.resnets.0"

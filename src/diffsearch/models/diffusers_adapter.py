@@ -29,8 +29,6 @@ from diffsearch.models.denoiser import PREDICTION_TYPES, Denoiser
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 NULL_COND_FILE = "null_cond.safetensors"
 BLOCK_PATTERN = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.(resnets|attentions)\.\d+$")
-#: diffusers pixel pipelines work in [-1, 1] (their VAEs decode to it too).
-DIFFUSERS_DATA_RANGE = (-1.0, 1.0)
 
 
 class DiffusersDenoiser(Denoiser):
@@ -40,8 +38,7 @@ class DiffusersDenoiser(Denoiser):
         self.unet, self.vae = unet, vae
         blocks = install_block_hooks(unet)
         decode = self.decode_latents if vae is not None else None
-        super().__init__(fn, noise_schedule, prediction_type, decode=decode, blocks=blocks,
-                         data_range=DIFFUSERS_DATA_RANGE, **options)
+        super().__init__(fn, noise_schedule, prediction_type, decode=decode, blocks=blocks, **options)
 
     def decode_latents(self, latents):
         """Images from latents: the VAE decoder (latents divided by its ``scaling_factor``)."""

@@ -6,6 +6,7 @@ to evaluation k and nothing else changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,9 +63,13 @@ def check_compatible(model: Denoiser, schedule: Schedule) -> None:
 
 
 def sample(
-    model: Denoiser, plan: Plan | Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None
+    model: Denoiser, plan: Plan | Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
+    callback: Callable[[int, float, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Run a plan (or a schedule: the full network) on ``model`` from noise ``x_T``; the sample at the final time.
+
+    ``callback(i, t_i, x_i, denoised_i)`` observes the loop after each evaluation at an interior time
+    (k-diffusion's callback): the state there and the model's data prediction at it.
 
     Example:
         >>> import torch, diffsearch
@@ -96,6 +101,8 @@ def sample(
         if i == len(plans) - 1:
             return x
         outputs["noise"][i + 1], outputs["data"][i + 1] = evaluate(x, t[i + 1])
+        if callback is not None:
+            callback(i + 1, t[i + 1], x, outputs["data"][i + 1])
         if step.corrector is not None:
             x = apply_update(step.corrector, {**xs, i + 1: x}, outputs)
             if step.implicit:
