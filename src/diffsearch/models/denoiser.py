@@ -39,8 +39,8 @@ class Denoiser:
         modules: the ``torch.nn.Module``s ``fn`` runs, moved by ``to(device)``. ``fn`` receives
             ``x`` on ``device``; a network without modules must handle the device itself.
         data_range: (low, high) of real data; image metrics clamp samples to it. None: no clamp.
-        reference_data: a callable returning real held-out data (images, or (images, labels))
-            for FID / KID. None: pass reference statistics instead.
+        reference_data: a callable returning real data (images, or (images, labels)), the
+            FID / KID reference. None: pass reference statistics instead.
         truth: an object with the exact moments of the data (``moments(alpha, sigma)``), as gmm's.
         feature_extractor: the feature extractor (registered name or module) of image metrics.
         decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
