@@ -32,13 +32,19 @@ def validation_message(error: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def read_json(data: str | dict[str, Any], source: str) -> Any:
+    """JSON text parsed (finite numbers only; a one-line error naming ``source``), or a dict as is."""
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data, parse_constant=_reject_non_finite)
+    except json.JSONDecodeError as error:
+        raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+
+
 def parse_schedule(data: str | dict[str, Any], source: str = "schedule") -> Schedule:
     """A validated Schedule from JSON text or a dict; errors name the field and what is allowed."""
-    if isinstance(data, str):
-        try:
-            data = json.loads(data, parse_constant=_reject_non_finite)
-        except json.JSONDecodeError as error:
-            raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+    data = read_json(data, source)
     try:
         return Schedule.model_validate(data)
     except ValidationError as error:
@@ -79,13 +85,23 @@ def load_schedule(
             raise DiffsearchError(f"{text}: a preset needs nfe= and model= (e.g. --budget 10nfe --model gmm)")
         noise_schedule = model.noise_schedule if hasattr(model, "noise_schedule") else model
         return preset_schedule(text.removeprefix("preset:"), nfe, noise_schedule, spacing or "logsnr", **options)
-    path = Path(text)
-    if not path.is_file():
-        raise DiffsearchError(f"schedule {text!r} is neither preset:NAME nor an existing JSON file")
-    schedule = parse_schedule(path.read_text(), source=str(path))
-    if nfe is not None and schedule.nfe != nfe:
-        raise DiffsearchError(f"{path}: the schedule costs {schedule.nfe} NFE, not the requested {nfe}")
+    schedule = parse_schedule(artifact_text(text, "schedule"), source=text)
+    check_nfe(text, "schedule", schedule.nfe, nfe)
     return schedule
+
+
+def artifact_text(source: str, kind: str) -> str:
+    """The text of an artifact file; a one-line error when ``source`` is no file (nor a preset)."""
+    path = Path(source)
+    if not path.is_file():
+        raise DiffsearchError(f"{kind} {source!r} is neither preset:NAME nor an existing JSON file")
+    return path.read_text()
+
+
+def check_nfe(source: str, kind: str, actual: int, requested: int | None) -> None:
+    """Refuse an artifact whose NFE differs from the requested budget."""
+    if requested is not None and actual != requested:
+        raise DiffsearchError(f"{source}: the {kind} costs {actual} NFE, not the requested {requested}")
 
 
 def is_finite_tree(value: Any) -> bool:
