@@ -38,9 +38,15 @@ class Denoiser:
         name: a display name; fingerprint: identifies the weights (for caches and artifacts).
         modules: the ``torch.nn.Module``s ``fn`` runs, moved by ``to(device)``. ``fn`` receives
             ``x`` on ``device``; a network without modules must handle the device itself.
-        data_range: (low, high) of real data; image metrics clamp samples to it. None: no clamp.
+        data_range: (low, high) of real data; samples beyond it (by a margin) are counted and, past a
+            share, fail a search evaluation. No metric clamps. None: no range check.
         reference_data: a callable returning real data (images, or (images, labels)), the
             FID / KID reference. None: pass reference statistics instead.
+        floor_data: a callable returning real data the reference does not hold (the real-vs-real
+            noise floor of FID / KID). None: ``reference_data``.
+        objective: the default objective metric (chosen by benchmarks/discrimination.py). None: by
+            what the model offers (``frechet_exact`` with ``truth``, else ``fd_teacher``).
+        teacher_features: the feature space of ``fd_teacher`` / ``kid_teacher``. None: ``raw``.
         truth: an object with the exact moments of the data (``moments(alpha, sigma)``), as gmm's.
         feature_extractor: the feature extractor (registered name or module) of image metrics.
         decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
@@ -75,6 +81,9 @@ class Denoiser:
         feature_extractor: Any = "raw",
         decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
         blocks: BlockRunner | None = None,
+        floor_data: Callable[[], Any] | None = None,
+        objective: str | None = None,
+        teacher_features: str | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise DiffsearchError(
@@ -99,6 +108,9 @@ class Denoiser:
         self.feature_extractor = feature_extractor
         self.decode = decode
         self.blocks = blocks
+        self.floor_data = floor_data
+        self.objective = objective
+        self.teacher_features = teacher_features
 
     def to(self, device: str) -> Denoiser:
         """Move the network's modules and tensors to ``device`` (see ``resolve_device``); returns self."""

@@ -53,7 +53,7 @@ class SearchResult:
 
 def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     """Search and final sample counts (per held-out set): cheap exact models get more samples."""
-    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 2000)
+    search, final = (4000, 20000) if model.truth is not None else (1000, 2000)
     return config.search_samples or search, config.final_samples or final
 
 
