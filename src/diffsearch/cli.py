@@ -121,10 +121,11 @@ def _floors(model, metrics: list[str], samples: int, guidance, reference, featur
 
 def _floor_lines(row: dict[str, Any]) -> str:
     """One line per metric: value, floor and seed std at the row's sample count."""
-    lines = []
+    lines, info = [], row.get("metric_info") or {}
     for metric, floor in row["noise"].items():
-        lines.append(f"{metric} = {row[metric]:.4g} at {floor['samples']} samples; floor {floor['floor']:.4g} ({floor['sampler']}), "
-                     f"seed std {floor['std']:.2g} ({floor['seeds']} {floor['noise']})")
+        against = f" against {info[metric]['reference']} in {info[metric]['features']} features" if metric in info else ""
+        lines.append(f"{metric} = {row[metric]:.4g} at {floor['samples']} samples{against}; floor {floor['floor']:.4g} "
+                     f"({floor['sampler']}), seed std {floor['std']:.2g} ({floor['seeds']} {floor['noise']})")
     return "\n".join(lines)
 
 
