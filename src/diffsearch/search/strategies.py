@@ -188,7 +188,7 @@ class S3Strategy(Strategy):
         from diffsearch.predictors.gating import proxy_values
 
         stored = dict(self._get(state, key) or {})
-        todo = [c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})]
+        todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
         chunk = max(getattr(self.run_batch, "slots", 1), 1)
         for begin in range(0, len(todo), chunk):
             batch = todo[begin : begin + chunk]
