@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,14 @@ def essence(path: Path) -> dict:
             "label": artifact["provenance"]["label"]}
 
 
+def evaluated(database: Path) -> list[str]:
+    """Fingerprints of every completed trial of a study (sorted): no queued candidate may be lost or added."""
+    connection = sqlite3.connect(database)
+    rows = connection.execute("SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
+                              "WHERE a.key = 'fingerprint' AND t.state = 'COMPLETE'")
+    return sorted(json.loads(value) for (value,) in rows)
+
+
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     """The stderr of a refused command: exit 2 and exactly one line ``error: ...``."""
     lines = result.stderr.strip().splitlines()
@@ -58,7 +67,7 @@ def references(tmp_path_factory):
         if seed not in done:
             result = tiny_search(folder, f"ref{seed}", "--seed", str(seed), "--evals", "10")
             assert result.returncode == 0, result.stderr[-3000:]
-            done[seed] = essence(folder / "runs" / f"ref{seed}" / "best.json")
+            done[seed] = {**essence(folder / "runs" / f"ref{seed}" / "best.json"), "evaluated": evaluated(folder / "runs" / f"ref{seed}.db")}
         return done[seed]
 
     return reference

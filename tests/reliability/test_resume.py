@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from tests.reliability.conftest import essence, tiny_search
+from tests.reliability.conftest import essence, evaluated, tiny_search
 
 # (batch rows, network call) at which the first run is SIGKILLed. Stage 0 proxies every preset on
 # 32 rows (40 presets x 4 calls), re-ranks 12 on 64 rows, truly evaluates 7 on 200 rows; stage 1
@@ -26,9 +26,13 @@ def killed_then_resumed(tmp_path, seed: int, kill: str):
     return tmp_path / "runs" / study
 
 
+def resumed(folder) -> dict:
+    return {**essence(folder / "best.json"), "evaluated": evaluated(folder.with_suffix(".db"))}
+
+
 def test_killed_during_presets_resumes_to_the_same_artifact(tmp_path, references):
     folder = killed_then_resumed(tmp_path, 0, PHASES["presets"])
-    assert essence(folder / "best.json") == references(0)
+    assert resumed(folder) == references(0)
     connection = sqlite3.connect(tmp_path / "runs" / "killed0.db")
     errors = [json.loads(v) for (v,) in connection.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'error'")]
     assert errors == ["interrupted (the run was killed); re-queued"]  # one attempt lost, re-queued, nothing else failed
@@ -39,9 +43,10 @@ def test_killed_during_presets_resumes_to_the_same_artifact(tmp_path, references
 @pytest.mark.parametrize("phase", list(PHASES))
 def test_killed_at_any_phase_resumes_to_the_same_artifact(tmp_path, references, phase, seed):
     folder = killed_then_resumed(tmp_path, seed, PHASES[phase])
-    assert essence(folder / "best.json") == references(seed)
+    assert resumed(folder) == references(seed)
 
 
+@pytest.mark.slow
 def test_stage0_proxies_are_stored_and_not_recomputed(tmp_path, references):
     """Killed after some stage-0 proxies: they are in the study, and the resumed run evaluates only the rest."""
     first = tiny_search(tmp_path, "proxies", "--evals", "10", env={"DIFFSEARCH_KILL": "32:90"})
@@ -57,4 +62,4 @@ def test_stage0_proxies_are_stored_and_not_recomputed(tmp_path, references):
     assert proxied_calls == 4 * (32 - 22)  # only the 10 missing of the 32 distinct presets were evaluated
     (stored,) = connection.execute("SELECT value_json FROM study_user_attributes WHERE key = 's3:proxy_values:0:0'").fetchone()
     assert all(json.loads(stored)[fingerprint] == entry for fingerprint, entry in done.items())
-    assert essence(tmp_path / "runs" / "proxies" / "best.json") == references(0)
+    assert resumed(tmp_path / "runs" / "proxies") == references(0)

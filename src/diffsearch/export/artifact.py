@@ -53,6 +53,8 @@ def _decode(text: str, source: str) -> Any:
         return json.loads(text, parse_constant=_reject_non_finite, parse_float=_finite_float)
     except (json.JSONDecodeError, RecursionError) as error:
         raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
+    except DiffsearchError as error:
+        raise DiffsearchError(f"{source}: {error}") from None
 
 
 def validation_message(error: ValidationError) -> str:
