@@ -39,13 +39,13 @@ def make() -> Denoiser:
         if log:
             with open(log, "a") as handle:
                 handle.write(f"{x.shape[0]}\n")
-        state["times"] = [t] if t >= poison[0] - 1e-9 else [*state["times"], t]
+        state["times"] = [t] if t >= poison[0] - 1e-2 else [*state["times"], t]
         if x.shape[0] == kill_batch:
             state["calls"] += 1
             if state["calls"] == kill_call:
                 os.kill(os.getpid(), signal.SIGKILL)
         out = gmm.fn(x, t_in, cond)
-        if fault and len(state["times"]) == len(poison) and all(abs(a - b) < 1e-6 for a, b in zip(state["times"], poison)):
+        if fault and len(state["times"]) == len(poison) and all(abs(a - b) < 1e-2 for a, b in zip(state["times"], poison)):
             if fault == "crash":
                 os._exit(3)
             if fault == "hang":

@@ -41,6 +41,7 @@ def test_a_hanging_evaluation_times_out_as_a_failed_trial(tmp_path):
     assert any("ran past its 3s timeout" in error for error in trial_errors(tmp_path / "runs" / "hang.db"))
 
 
+@pytest.mark.slow
 def test_a_nan_model_is_a_failed_trial(tmp_path):
     result = search(tmp_path, "run", *FAULTY, "--strategy", "random", "--evals", "5", "--study", "nan", env={"DIFFSEARCH_FAULT": "nan"})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -79,12 +80,23 @@ def test_disk_full_during_export_keeps_the_previous_artifact(tmp_path, gmm):
     assert [p.name for p in tmp_path.iterdir()] == ["best.json"]  # no temporary file left behind
 
 
-def test_out_and_runs_are_checked_before_the_search(tmp_path):
-    (tmp_path / "folder").mkdir()
-    assert "is a folder" in one_line_error(search(tmp_path, "run", *FAULTY, "--out", str(tmp_path / "folder")))
-    assert "does not exist" in one_line_error(search(tmp_path, "run", *FAULTY, "--out", str(tmp_path / "missing" / "b.json")))
-    (tmp_path / "runs").write_text("not a folder")
-    assert "--storage" in one_line_error(search(tmp_path, "run", *FAULTY))
+@pytest.mark.parametrize("problem", ["out_is_a_folder", "out_folder_missing", "runs_not_writable"])
+def test_out_and_runs_are_checked_before_the_search(tmp_path, monkeypatch, problem):
+    """Found before any model is loaded (the model spec here does not even exist)."""
+    import diffsearch
+
+    monkeypatch.chdir(tmp_path)
+    config = {"model": "no_such_module:make", "study": "s", "progress": False}
+    if problem == "out_is_a_folder":
+        (tmp_path / "folder").mkdir()
+        config["out"], message = str(tmp_path / "folder"), "is a folder"
+    elif problem == "out_folder_missing":
+        config["out"], message = str(tmp_path / "missing" / "best.json"), "does not exist"
+    else:
+        (tmp_path / "runs").write_text("a file where the runs/ folder should be")
+        message = "--storage: cannot create the folder runs"
+    with pytest.raises(DiffsearchError, match=message):
+        diffsearch.run_search(config)
 
 
 @pytest.mark.parametrize("study", ["../../x", "/tmp/abs", "a/b", ".hidden", "x" * 200])
@@ -106,8 +118,18 @@ def test_a_corrupt_study_is_one_line_from_every_command(tmp_path, damage):
     connection.close()
     data = database.read_bytes()
     database.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"\x00garbage" * 1000)
-    for command in (["show", "--study", "broken"], ["export", "--study", "broken"], ["run", *FAULTY, "--study", "broken"]):
-        assert "cannot read the study database" in one_line_error(search(tmp_path, *command))
+    from diffsearch.search import storage
+    from diffsearch.search.runner import export_study
+
+    url = f"sqlite:///{database}"
+    calls = (lambda: storage.load_existing("broken", url), lambda: export_study("broken", url, tmp_path / "x.json"),
+             lambda: storage.open_study("broken", url, None, {}))
+    for call in calls:
+        with pytest.raises(DiffsearchError, match="cannot read the study database") as error:
+            call()
+        assert "\n" not in str(error.value)
+    if damage == "truncated":  # and from the command line: exit 2, one line
+        assert "cannot read the study database" in one_line_error(search(tmp_path, "show", "--study", "broken"))
 
 
 def test_a_corrupt_cache_is_set_aside_and_rebuilt(tmp_path):
@@ -219,6 +241,7 @@ def test_hostile_configs_are_one_clear_error(tmp_path, case):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_export_does_not_import_the_plugin_a_study_names(tmp_path):
     marker = tmp_path / "imported"
     plugin = tmp_path / "evil.py"

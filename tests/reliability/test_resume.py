@@ -30,6 +30,7 @@ def resumed(folder) -> dict:
     return {**essence(folder / "best.json"), "evaluated": evaluated(folder.with_suffix(".db"))}
 
 
+@pytest.mark.slow
 def test_killed_during_presets_resumes_to_the_same_artifact(tmp_path, references):
     folder = killed_then_resumed(tmp_path, 0, PHASES["presets"])
     assert resumed(folder) == references(0)
