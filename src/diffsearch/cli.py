@@ -170,6 +170,7 @@ def run_command(
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="s3: predictor gating expensive evaluations (mlp, xgboost, gp, ensemble).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Where the model runs (driver and each worker): auto (default), cpu, cuda, cuda:N, mps.")] = None,
     max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Runs killed while evaluating one candidate before it is a failed trial (default 2).")] = None,
+    join: Annotated[bool, typer.Option("--join", help="Share a study another live driver is running (default: refuse).")] = False,
     eval_timeout: Annotated[Optional[str], typer.Option("--eval-timeout", help="Longest one evaluation may run, e.g. 5m (default: 10x the first evaluations, at least 60s).")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
@@ -181,7 +182,7 @@ def run_command(
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device,
-                 "max_attempts": max_attempts, "eval_timeout": eval_timeout}
+                 "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None}
     run_config = load_config(config, overrides)
     _setup_torch()
     result = run_search(run_config)

@@ -261,3 +261,37 @@ def test_ray_is_bound_to_loopback_unless_an_address_is_given():
 
     assert connect_options(None, 2)["_node_ip_address"] == "127.0.0.1"
     assert "_node_ip_address" not in connect_options("ray://head:10001", 2)
+
+
+@pytest.mark.slow
+def test_a_second_driver_refuses_a_live_study_or_joins_it(tmp_path):
+    """Driver A hangs on a candidate; B refuses (one line naming A), then with --join shares the work
+    without touching A's running trial; A's trial ends by its own timeout, and nothing is marked interrupted."""
+    import os
+    import time
+
+    arguments = ["run", *FAULTY, "--strategy", "random", "--evals", "6", "--study", "shared", "--eval-timeout", "40s"]
+    environment = {**os.environ, "PYTHONPATH": str(SRC), "DIFFSEARCH_CACHE": str(tmp_path / "cache"), "DIFFSEARCH_FAULT": "hang"}
+    first = subprocess.Popen([sys.executable, "-m", "diffsearch.cli", *arguments], cwd=tmp_path, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    database, started = tmp_path / "runs" / "shared.db", time.monotonic()
+    while time.monotonic() - started < 120:
+        time.sleep(1)
+        if database.is_file() and _running(database):
+            break
+    refused = search(tmp_path, *arguments)
+    assert "is being run by driver" in one_line_error(refused) and f"pid {first.pid}" in refused.stderr
+    joined = search(tmp_path, *arguments, "--join")
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    out, err = first.communicate(timeout=200)
+    assert first.returncode == 0, err[-2000:]
+    errors = trial_errors(database)
+    assert not any("interrupted" in error for error in errors) and any("timeout" in error for error in errors)
+
+
+def _running(database) -> bool:
+    try:
+        with sqlite3.connect(database) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False

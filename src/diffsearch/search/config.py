@@ -13,7 +13,7 @@ from diffsearch.errors import DiffsearchError
 DEFAULT_MODEL = "digits"
 RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "storage", "progress", "cache",
                      "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device",
-                     "max_attempts", "eval_timeout")
+                     "max_attempts", "eval_timeout", "join")
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -58,6 +58,7 @@ class RunConfig(BaseModel):
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port); default: embedded local cluster")
     max_retries: int = Field(2, ge=0, description="re-evaluations on a fresh actor after an evaluator died")
     max_attempts: int = Field(2, ge=1, le=100, description="runs killed while evaluating one candidate before it becomes a failed trial")
+    join: bool = Field(False, description="share a study another live driver is running (default: refuse, naming the holder)")
     eval_timeout: str | None = Field(None, description="longest one evaluation may run (90s, 5m); default: 10x the slowest of the first evaluations, at least 60s")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where the model runs, in the driver and in each worker: auto (cuda if visible), cpu, cuda, cuda:N, mps")

@@ -40,6 +40,7 @@ class Run:
     final_samples: int
     cache: Any = None
     executor: Any = None
+    lease: Any = None  # storage.Lease while the search loop holds the study
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def eval_timeout(run: Run) -> float:
 def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
     """Record the candidate on its trial; False when an identical one's value was reused (told)."""
     fingerprint = candidate_fingerprint(candidate)
+    if run.lease is not None:
+        trial.set_user_attr("driver", run.lease.id)
     for key, value in (("candidate", candidate), ("fingerprint", fingerprint), ("tags", tags)):
         trial.set_user_attr(key, storage.json_safe(value))
     return not _told_duplicate(run, trial, fingerprint)
@@ -151,6 +154,16 @@ def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     run.study.tell(trial, float(value))
 
 
+def _tell_owned(run: Run, trial, result: dict[str, Any]) -> None:
+    """``tell_result``, unless another driver already finished the trial (it judged this driver's lease expired)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        tell_result(run, trial, result)
+    except UpdateFinishedTrialError:
+        pass
+
+
 def _failed():
     import optuna
 
@@ -176,7 +189,7 @@ def search_loop(run: Run) -> None:
 
     Up to ``executor.slots`` trials are in flight at once; results are told as they complete.
     """
-    pending = storage.recover_stale(run.study, run.config.max_attempts)
+    pending = storage.recover_stale(run.study, run.config.max_attempts, run.lease)
     deadline = time.monotonic() + parse_duration(run.config.time) if run.config.time else math.inf
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
@@ -200,7 +213,7 @@ def search_loop(run: Run) -> None:
                 if not inflight:
                     break
                 number, result = run.executor.next_result()
-                tell_result(run, inflight.pop(number), result)
+                _tell_owned(run, inflight.pop(number), result)
                 update()
         finally:
             run.executor.close()
@@ -358,8 +371,9 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
     config = config if isinstance(config, RunConfig) else validate_config(config)
     preflight(config)
     run = prepare(config)
-    search_loop(run)
-    final = final_stage(run)
+    with storage.Lease(run.study, config.join) as run.lease:
+        search_loop(run)
+        final = final_stage(run)
     schedule = build_artifact(run, final)
     path = output_path(config)
     save_schedule(schedule, path)

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +116,77 @@ def load_existing(name: str, storage: str | None):
         raise _unreadable(url, error) from None
 
 
+LEASE_PREFIX, LEASE_TTL_S, HEARTBEAT_S = "lease:", 60.0, 10.0
+
+
+def _alive(lease: dict[str, Any], now: float) -> bool:
+    """A lease is live while its heartbeat is fresh; on this host, only while its process exists."""
+    if not lease or lease.get("released") or now - float(lease.get("heartbeat", 0)) > LEASE_TTL_S:
+        return False
+    if lease.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(lease["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """This driver's claim on a study: a heartbeat in the study's user attrs (as Optuna's RDB heartbeat),
+    refreshed by a background thread; other drivers re-queue only trials whose driver's lease expired."""
+
+    def __init__(self, study, join: bool = False) -> None:
+        self.study, self.join = study, join
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def others(self) -> dict[str, dict[str, Any]]:
+        """Live leases of other drivers: driver id -> lease."""
+        now = time.time()
+        return {key.removeprefix(LEASE_PREFIX): value for key, value in self.study.user_attrs.items()
+                if key.startswith(LEASE_PREFIX) and key != LEASE_PREFIX + self.id and _alive(value, now)}
+
+    def __enter__(self) -> Lease:
+        others = self.others()
+        if others and not self.join:
+            holder, lease = next(iter(others.items()))
+            raise DiffsearchError(f"study {self.study.study_name!r} is being run by driver {lease['host']} pid {lease['pid']} "
+                                  f"(heartbeat {time.time() - lease['heartbeat']:.0f}s ago); wait for it, or pass --join to share the work")
+        self._beat()
+        self._thread = threading.Thread(target=self._heartbeats, name="diffsearch-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self, released: bool = False) -> None:
+        self.study.set_user_attr(LEASE_PREFIX + self.id, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                          "heartbeat": time.time(), "released": released})
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # a busy database: the next beat retries; the TTL is six beats
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._beat(released=True)
+        except Exception:
+            pass
+
+    def stale(self, trial) -> bool:
+        """True when ``trial`` (RUNNING) belongs to no live driver: this one, or one whose lease expired."""
+        owner = trial.user_attrs.get("driver")
+        return owner is None or owner == self.id or owner not in self.others()
+
+
 def state_of(study) -> StudyState:
     return StudyState(lambda key: study.user_attrs.get(key), study.set_user_attr)
 
@@ -139,8 +215,9 @@ def completed_value(study, fingerprint: str) -> tuple[int, float] | None:
     return None
 
 
-def recover_stale(study, max_attempts: int = 2) -> list[dict[str, Any]]:
-    """Fail trials left RUNNING by a killed run; return the interrupted candidates not evaluated since, to run first.
+def recover_stale(study, max_attempts: int = 2, lease: Lease | None = None) -> list[dict[str, Any]]:
+    """Fail trials left RUNNING by a killed run (with a ``lease``: only those whose driver's lease expired); return
+    the interrupted candidates not evaluated since, to run first.
 
     A candidate whose evaluation was killed ``max_attempts`` times is a failed trial instead (not re-queued)."""
     import optuna
@@ -150,7 +227,7 @@ def recover_stale(study, max_attempts: int = 2) -> list[dict[str, Any]]:
     for trial in trials:
         if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint"):
             attempts[trial.user_attrs["fingerprint"]] = attempts.get(trial.user_attrs["fingerprint"], 0) + 1
-    for trial in (t for t in trials if t.state == optuna.trial.TrialState.RUNNING):
+    for trial in (t for t in trials if t.state == optuna.trial.TrialState.RUNNING and (lease is None or lease.stale(t))):
         fingerprint = trial.user_attrs.get("fingerprint")
         attempts[fingerprint] = attempts.get(fingerprint, 0) + 1
         _fail_stale(study, trial, attempts[fingerprint] if fingerprint else 0, max_attempts)
