@@ -176,6 +176,7 @@ class S3Strategy(Strategy):
         self._memo: dict[str, Any] = {}  # s3:* attrs this instance read or wrote (it is their only writer)
         self._features: dict[str, np.ndarray] = {}
         self.run_batch, self.max_attempts = None, 2
+        self._killed: set[str] = set()  # fingerprints whose proxy killed the run more than max_attempts times
 
     def attach(self, run_batch, max_attempts: int) -> None:
         """Evaluate proxies with ``run_batch(candidates, samples, metric)`` (the search's executor); a proxy
@@ -201,6 +202,7 @@ class S3Strategy(Strategy):
             for candidate, value in zip(runnable, proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []):
                 stored[candidate_fingerprint(candidate)] = {**stored[candidate_fingerprint(candidate)], "value": value}
             self._set(state, key, dict(stored))
+        self._killed |= {fp for fp, entry in stored.items() if entry.get("attempts", 0) > self.max_attempts}
         return [stored[candidate_fingerprint(c)]["value"] for c in candidates]
 
     def _get(self, state, key: str) -> Any:
@@ -290,7 +292,7 @@ class S3Strategy(Strategy):
         values = self._proxy_scores(state, f"s3:proxy_values:{stage}:0", [candidates[i] for i in proxied])
         self._save_proxies(state, stage, [candidates[i] for i in proxied], values)
         promoted = order_by_value(values, proxied)[: min(policy.top_k, sum(v is not None for v in values))]
-        rest = [i for i in range(len(candidates)) if i not in promoted]
+        rest = [i for i in range(len(candidates)) if i not in promoted and candidate_fingerprint(candidates[i]) not in self._killed]
         explorers = [rest[int(j)] for j in rng.choice(len(rest), size=min(policy.explore, len(rest)), replace=False)] if rest else []
         chosen = promoted + explorers
         tags = [{"gate": "promoted" if i in promoted else "explorer", "predicted": float(mu[i])} for i in chosen]
@@ -303,6 +305,7 @@ class S3Strategy(Strategy):
         seen = {record.fingerprint for record in history}
         pending = [(label, c) for label, c in self._initial if candidate_fingerprint(c) not in seen]
         order, refined = self._halve([c for _, c in pending], state)
+        order = [i for i in order if candidate_fingerprint(pending[i][1]) not in self._killed]  # never re-run a process killer
         promoted = order[: self.policy.initial_promote]
         rest = order[self.policy.initial_promote :]
         chosen = promoted + ([rest[int(rng.integers(len(rest)))]] if rest else [])
