@@ -49,7 +49,7 @@ def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samp
     """Everything an evaluator needs besides the candidate, as JSON (travels to Ray actors and Tune trainables)."""
     return {"model": config.model, "space": config.space, "budget": config.budget,
             "space_options": dict(space.options), "metric": metric, "samples": samples,
-            "guidance": config.guidance, "reference": config.reference, "cache": config.cache,
+            "guidance": config.guidance, "reference": config.reference, "features": config.features, "cache": config.cache,
             "device": config.device}
 
 
@@ -85,7 +85,7 @@ def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, A
         with time_limit(timeout):
             schedule = space.decode(candidate)
             result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
-                              metrics=[settings["metric"]], reference=settings["reference"], cache=cache if settings.get("cache", True) else None)
+                              metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache if settings.get("cache", True) else None)
     except Exception as error:  # a broken or hung candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return result
