@@ -11,9 +11,9 @@ import pytest
 from tests.reliability.conftest import essence, evaluated, tiny_search
 
 # (batch rows, network call) at which the first run is SIGKILLed. Stage 0 proxies every preset on
-# 32 rows (40 presets x 4 calls), re-ranks 12 on 64 rows, truly evaluates 7 on 200 rows; stage 1
+# 32 rows (32 distinct presets x 4 calls), re-ranks 8 on 64 rows, truly evaluates 6 on 200 rows; stage 1
 # proxies offspring on 32 rows and evaluates on 200; the final stage re-scores on 400 rows.
-PHASES = {"stage0_proxies": "32:90", "stage0_refine": "64:20", "presets": "200:10", "stage1_proxies": "32:170",
+PHASES = {"stage0_proxies": "32:90", "stage0_refine": "64:20", "presets": "200:10", "stage1_proxies": "32:140",
           "mid_stage": "200:33", "final_stage": "400:6"}
 
 
