@@ -33,7 +33,9 @@ def calls(log: Path) -> int:
 
 
 def kill_scenario(folder: Path, phase: str, reference: dict, reference_calls: int) -> dict:
-    """Kill at ``phase``, resume, compare with the uninterrupted run."""
+    """Kill at ``phase``, resume, compare with the uninterrupted run (own folder and caches)."""
+    folder = folder / phase
+    folder.mkdir()
     log = folder / f"{phase}.log"
     env = {"DIFFSEARCH_CALL_LOG": str(log)}
     first = tiny_search(folder, phase, "--evals", "10", env={**env, "DIFFSEARCH_KILL": PHASES[phase]})
@@ -48,6 +50,8 @@ def kill_scenario(folder: Path, phase: str, reference: dict, reference_calls: in
 
 def model_fault(folder: Path, fault: str, extra: list[str], runs: int) -> dict:
     """Run the misbehaving plug-in until the study completes (at most ``runs`` times)."""
+    folder = folder / fault
+    folder.mkdir()
     codes = []
     for _ in range(runs):
         codes.append(search(folder, "run", *FAULTY, *extra, "--study", fault, env={"DIFFSEARCH_FAULT": fault}).returncode)
@@ -62,9 +66,11 @@ def model_fault(folder: Path, fault: str, extra: list[str], runs: int) -> dict:
 
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="faults-"))
-    log = folder / "reference.log"
-    assert tiny_search(folder, "reference", "--evals", "10", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
-    reference = {**essence(folder / "runs" / "reference" / "best.json"), "evaluated": evaluated(folder / "runs" / "reference.db")}
+    (folder / "reference").mkdir()
+    log = folder / "reference" / "reference.log"
+    assert tiny_search(folder / "reference", "reference", "--evals", "10", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
+    reference = {**essence(folder / "reference" / "runs" / "reference" / "best.json"),
+                 "evaluated": evaluated(folder / "reference" / "runs" / "reference.db")}
     rows = [kill_scenario(folder, phase, reference, calls(log)) for phase in PHASES]
     rows += [model_fault(folder, "crash", [], 4), model_fault(folder, "hang", ["--eval-timeout", "3s"], 1),
              model_fault(folder, "nan", [], 1)]

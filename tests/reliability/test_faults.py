@@ -256,13 +256,6 @@ def test_export_does_not_import_the_plugin_a_study_names(tmp_path):
     assert marker.exists()
 
 
-def test_ray_is_bound_to_loopback_unless_an_address_is_given():
-    from diffsearch.search.executors import connect_options
-
-    assert connect_options(None, 2)["_node_ip_address"] == "127.0.0.1"
-    assert "_node_ip_address" not in connect_options("ray://head:10001", 2)
-
-
 @pytest.mark.slow
 def test_a_second_driver_refuses_a_live_study_or_joins_it(tmp_path):
     """Driver A hangs on a candidate; B refuses (one line naming A), then with --join shares the work

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 EXECUTORS: Registry[type["Executor"]] = Registry("executor")
 RAY_MISSING = "the ray executor needs Ray: pip install 'diffsearch[ray]'"
-LOOPBACK = "127.0.0.1"
 
 
 class Executor(Protocol):
@@ -308,9 +307,7 @@ def connect_options(address: str | None, workers: int) -> dict[str, Any]:
     options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address or os.environ.get("RAY_ADDRESS"):
         return {**options, "address": address}
-    # Ray has no authentication: the embedded cluster (GCS, raylet, object manager) listens on loopback only
-    return {**options, "address": "local", "num_cpus": max(workers, os.cpu_count() or 1), "include_dashboard": False,
-            "_node_ip_address": LOOPBACK}
+    return {**options, "address": "local", "num_cpus": max(workers, os.cpu_count() or 1), "include_dashboard": False}
 
 
 def make_executor(run: Run) -> Executor:

@@ -70,17 +70,19 @@ class S3Options(GatePolicy):
     mutants: int = Field(200, ge=1, le=100_000)  # offspring drawn per stage (the predictor ranks them)
 
 
-def validate_strategy_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+def validate_strategy_options(strategy: str, options: dict[str, Any]) -> BaseModel:
     """``options`` checked against the strategy's options model; one line naming the bad key."""
-    model = STRATEGIES.get(strategy).Options
+    return _parse_options(STRATEGIES.get(strategy).Options, strategy, options)
+
+
+def _parse_options(model: type[BaseModel], strategy: str, options: dict[str, Any]) -> BaseModel:
     try:
-        model.model_validate(options)
+        return model.model_validate(options)
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         allowed = ", ".join(model.model_fields) or "none"
         raise DiffsearchError(f"strategy_options.{key}: {first['msg']} (strategy {strategy} takes: {allowed})") from None
-    return options
 
 
 class Strategy(ABC):
@@ -90,7 +92,7 @@ class Strategy(ABC):
 
     def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
         self.space, self.seed = space, seed
-        self.settings = self.Options.model_validate(options)
+        self.settings = _parse_options(self.Options, type(self).__name__, options)
         self.options = self.settings.model_dump()
         self._initial = space.initial()
 
