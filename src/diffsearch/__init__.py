@@ -20,11 +20,16 @@ _EXPORTS = {
     "Derivative": "diffsearch.solvers.schedule",
     "Corrector": "diffsearch.solvers.schedule",
     "sample": "diffsearch.solvers.sampler",
+    "Plan": "diffsearch.solvers.plan",
+    "BlocksConfig": "diffsearch.models.blocks",
+    "load_plan": "diffsearch.export.plan",
+    "save_plan": "diffsearch.export.plan",
     "load_schedule": "diffsearch.export.artifact",
     "save_schedule": "diffsearch.export.artifact",
     "DiffsearchError": "diffsearch.errors",
     "run_search": "diffsearch.search.runner",
     "RunConfig": "diffsearch.search.config",
+    "Client": "diffsearch.service.client",
 }
 
 __all__ = ["__version__", *_EXPORTS]

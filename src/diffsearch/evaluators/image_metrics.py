@@ -172,9 +172,9 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
     """
     from diffsearch.evaluators.features import load_feature_extractor
 
-    if getattr(model, "reference_data", None) is None:
+    if model.reference_data is None:
         raise DiffsearchError(f"model {model.name!r} has no reference_data; pass reference samples or statistics")
-    extractor = load_feature_extractor(extractor or getattr(model, "feature_extractor", "raw"))
+    extractor = load_feature_extractor(extractor or model.feature_extractor or "raw")
     data = model.reference_data()
     images = data[0] if isinstance(data, (tuple, list)) else data
     key = _fingerprint(getattr(extractor, "fingerprint", type(extractor).__name__), _data_hash(images))

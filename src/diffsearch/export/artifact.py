@@ -65,10 +65,14 @@ def validation_message(error: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+def read_json(data: str | dict[str, Any], source: str) -> Any:
+    """JSON text parsed (bounded size, finite numbers only; a one-line error naming ``source``), or a dict as is."""
+    return _decode(data, source) if isinstance(data, str) else data
+
+
 def parse_schedule(data: str | dict[str, Any], source: str = "schedule") -> Schedule:
     """A validated Schedule from JSON text or a dict; errors name the field and what is allowed."""
-    if isinstance(data, str):
-        data = _decode(data, source)
+    data = read_json(data, source)
     if not isinstance(data, dict):
         raise DiffsearchError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if json_depth(data) > MAX_JSON_DEPTH:
@@ -113,19 +117,28 @@ def load_schedule(
             raise DiffsearchError(f"{text}: a preset needs nfe= and model= (e.g. --budget 10nfe --model gmm)")
         noise_schedule = model.noise_schedule if hasattr(model, "noise_schedule") else model
         return preset_schedule(text.removeprefix("preset:"), nfe, noise_schedule, spacing or "logsnr", **options)
-    path = Path(text)
+    schedule = parse_schedule(artifact_text(text, "schedule"), source=text)
+    check_nfe(text, "schedule", schedule.nfe, nfe)
+    return schedule
+
+
+def artifact_text(source: str, kind: str) -> str:
+    """The text of an artifact file; a one-line error when ``source`` is no file (nor a preset)."""
+    path = Path(source)
     if not path.is_file():
-        raise DiffsearchError(f"schedule {text!r} is neither preset:NAME nor an existing JSON file")
+        raise DiffsearchError(f"{kind} {source!r} is neither preset:NAME nor an existing JSON file")
     if path.stat().st_size > MAX_ARTIFACT_BYTES:
-        raise DiffsearchError(f"{path}: {path.stat().st_size} bytes, larger than the {MAX_ARTIFACT_BYTES}-byte limit of a schedule artifact")
+        raise DiffsearchError(f"{path}: {path.stat().st_size} bytes, larger than the {MAX_ARTIFACT_BYTES}-byte limit of an artifact")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise DiffsearchError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    schedule = parse_schedule(text, source=str(path))
-    if nfe is not None and schedule.nfe != nfe:
-        raise DiffsearchError(f"{path}: the schedule costs {schedule.nfe} NFE, not the requested {nfe}")
-    return schedule
+
+
+def check_nfe(source: str, kind: str, actual: int, requested: int | None) -> None:
+    """Refuse an artifact whose NFE differs from the requested budget."""
+    if requested is not None and actual != requested:
+        raise DiffsearchError(f"{source}: the {kind} costs {actual} NFE, not the requested {requested}")
 
 
 def is_finite_tree(value: Any) -> bool:

@@ -22,8 +22,8 @@ def grid_samples(model: Denoiser, schedule: Schedule, per_row: int, seed: int, g
     labels = torch.arange(rows).repeat_interleave(per_row) if model.num_classes else None
     x_T = torch.randn((rows * per_row, *shape), generator=torch.Generator().manual_seed(seed))
     images = sample_batched(model, schedule, x_T, labels, guidance)
-    images = getattr(model, "decode", lambda x: x)(images)
-    low, high = getattr(model, "data_range", (-1.0, 1.0))
+    images = model.decode(images) if model.decode is not None else images
+    low, high = model.data_range if model.data_range is not None else (float(images.min()), float(images.max()))
     return ((images.clamp(low, high) - low) / (high - low)).cpu(), labels, rows
 
 

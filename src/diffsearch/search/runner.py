@@ -54,7 +54,7 @@ class SearchResult:
 
 def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     """Search and final sample counts (per held-out set): cheap exact models get more samples."""
-    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 2000)
+    search, final = (4000, 20000) if model.truth is not None else (1000, 2000)
     return config.search_samples or search, config.final_samples or final
 
 
@@ -307,14 +307,16 @@ def _ranked(run: Run) -> list[storage.Record]:
 
 
 def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
-    """Held-out scores on one noise set: the objective plus real-data FID (the costly teacher error only if it is the objective)."""
+    """Held-out scores on one noise set: the objective plus real-data FID and fd_teacher (the costly teacher error only if it
+    is the objective); a side metric that cannot be computed for this model is dropped, never the finalist."""
     others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
-    metrics = list(dict.fromkeys([run.metric, *others]))
-    try:
-        return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
-                        metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
-    except Exception as error:
-        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    for metrics in (list(dict.fromkeys([run.metric, *others])), [run.metric]):
+        try:
+            return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
+                            metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
+        except Exception as error:
+            failure = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    return failure
 
 
 def _summarise(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
