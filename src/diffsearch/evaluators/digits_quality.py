@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from diffsearch.files import atomic_write_text
 from diffsearch.models.digits import UNET_WEIGHTS, TrainConfig, build_digits, digits_split, held_out_data
 
 
@@ -54,7 +55,7 @@ def _evaluate_command(weights: Path, write: bool) -> None:
         metadata_path = weights.with_suffix(".json")
         metadata = json.loads(metadata_path.read_text())
         metadata["metrics"]["samples"] = results
-        metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+        atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import numpy as np
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.frechet import frechet_distance, gaussian_moments
+from diffsearch.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -190,13 +190,11 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
 
 def save_reference(stats: ReferenceStats, path: Path) -> Path:
     """Write ``mu``, ``sigma`` (pytorch-fid keys), ``features`` and ``fingerprint`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"mu": stats.mu, "sigma": stats.sigma, "fingerprint": np.array(stats.fingerprint)}
     if stats.features is not None:
         arrays["features"] = stats.features
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(handle.name, path)
     return path
 
 

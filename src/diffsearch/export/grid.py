@@ -8,6 +8,7 @@ import torch
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.reference import sample_batched
+from diffsearch.files import atomic_path
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.schedule import Schedule
 
@@ -46,7 +47,7 @@ def write_grid(model: Denoiser, schedule: Schedule, out: str | Path, per_row: in
     title = f"{schedule.name or 'schedule'} ({schedule.nfe} NFE" + (f", guidance {guidance}" if guidance is not None else "") + ")"
     figure.suptitle(title, fontsize=8)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.export.artifact import artifact_text, check_nfe, load_schedule, read_json, validation_message
+from diffsearch.files import atomic_write_text
 from diffsearch.solvers.plan import PLAN_SCHEMA_VERSION, Plan
 from diffsearch.solvers.schedule import SCHEMA_VERSION, Schedule
 
@@ -43,10 +44,7 @@ def parse_plan(data: str | dict[str, Any], source: str = "plan") -> Plan:
 
 def save_plan(plan: Plan, path: str | Path) -> Path:
     """Write ``plan`` as diffsearch.plan/v1 JSON (finite numbers only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plan.model_dump(mode="json"), indent=2, allow_nan=False) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(plan.model_dump(mode="json"), indent=2, allow_nan=False) + "\n")
 
 
 def load_plan(source: str | Path | Plan | Schedule, nfe: int | None = None, model: Any = None, **options: Any) -> Plan:

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.files import atomic_path, atomic_write_text
 from diffsearch.models._digits_unet import DigitsUNet, UNetConfig
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.noise_schedules import noise_schedule_from
@@ -249,10 +250,10 @@ def write_weights(module: torch.nn.Module, path: Path, metadata: dict[str, Any])
     """Write ``module``'s weights as safetensors and ``metadata`` (+ torch version, sha256) as JSON beside them."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    with atomic_path(path) as temporary:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(temporary))
     metadata = {**metadata, "torch_version": torch.__version__, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(metadata, indent=2) + "\n")
     return path
 
 

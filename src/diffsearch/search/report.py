@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from diffsearch.files import atomic_path
 from diffsearch.search import storage
 
 
@@ -63,7 +64,8 @@ def study_report(names: list[str], storage_url: str | None, top: int, plots: str
     axis.legend(fontsize=7)
     written = [folder / "best_so_far.png"]
     figure.tight_layout()
-    figure.savefig(written[0], dpi=100)
+    with atomic_path(written[0]) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     points = _final_by_nfe(studies)
     if len(points) > 1:
@@ -96,6 +98,7 @@ def _plot_nfe(points, folder: Path, plt) -> Path:
     axis.legend()
     path = folder / "metric_vs_nfe.png"
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path
