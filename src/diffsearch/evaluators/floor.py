@@ -18,7 +18,8 @@ import torch
 
 from diffsearch.evaluators.evaluate import OBJECTIVE_VERSION, REAL_METRICS, default_features, metric_values
 from diffsearch.evaluators.reference import teacher_schedule
-from diffsearch.evaluators.teacher import FLOOR_SEED, MEMORY, cache_file, cache_key, converged_steps, teacher_set, write_text_atomic
+from diffsearch.files import atomic_write_text
+from diffsearch.evaluators.teacher import FLOOR_SEED, MEMORY, cache_file, cache_key, converged_steps, teacher_set
 from diffsearch.models.denoiser import Denoiser
 
 FLOOR_SEEDS = 5
@@ -65,6 +66,6 @@ def noise_floor(model: Denoiser, metric: str, samples: int, *, features: str | N
     result = {"metric": metric, "features": features, "floor": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
               "samples": samples, "seeds": seeds, "noise": f"floor noise seeds {FLOOR_SEED}..{FLOOR_SEED + seeds - 1}", "sampler": sampler}
     if path is not None:
-        write_text_atomic(path, json.dumps(result))
+        atomic_write_text(path, json.dumps(result))
     MEMORY[key] = result
     return result

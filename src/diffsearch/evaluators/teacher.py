@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.files import atomic_path, atomic_write_text
 from diffsearch.evaluators.noise import noise_set
 from diffsearch.evaluators.reference import teacher_schedule
 from diffsearch.models.denoiser import Denoiser
@@ -159,7 +160,7 @@ def converged_steps(model: Denoiser, guidance: float | None = None, tolerance: f
         steps, coarse = 2 * steps, fine
     result = Convergence(steps, rmse, tolerance, PROBE_SAMPLES, time.perf_counter() - started, rmse <= tolerance)
     if path is not None:
-        write_text_atomic(path, json.dumps(result.as_dict()))
+        atomic_write_text(path, json.dumps(result.as_dict()))
     MEMORY[key] = result
     return result
 
@@ -187,28 +188,12 @@ def teacher_set(model: Denoiser, seed: int, n: int, guidance: float | None = Non
     return result
 
 
-def write_text_atomic(path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def _write_set(result: TeacherSet, path) -> None:
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"times": torch.from_numpy(result.times), "states": result.states.contiguous(), "denoised": result.denoised.contiguous()}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        name = handle.name
-    save_file(tensors, name, metadata={"info": json.dumps(result.info)})
-    os.replace(name, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"info": json.dumps(result.info)})
 
 
 def _read_set(path) -> TeacherSet | None:
