@@ -50,7 +50,7 @@ def test_models_lists_gmm_and_plugin_forms():
     [
         (["eval", "--schedule", "preset:nope", "--budget", "5nfe"], "unknown preset 'nope'; valid presets: ddim"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5xyz"], "is not a budget"),
-        (["eval", "--schedule", "preset:ddim", "--budget", "60%macs"], "solver schedules take an NFE budget"),
+        (["eval", "--schedule", "preset:ddim", "--budget", "60%macs"], "a solver schedule accepts only nfe budgets, e.g. 10nfe"),
         (["eval", "--model", "nomodel", "--schedule", "preset:ddim", "--budget", "5nfe"], "unknown model 'nomodel'; valid models:"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--spacing", "nope"], "unknown spacing 'nope'"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--metric", "nope"], "unknown metric 'nope'"),

@@ -12,6 +12,8 @@ cached on disk under ``$DIFFSEARCH_CACHE`` or ``~/.cache/diffsearch``) or from a
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import json
 import os
@@ -165,6 +167,7 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
     path = (directory or cache_dir() / "reference") / f"{model.name}-{key}.npz"
     if path.is_file():
         return load_reference(path)
+    logging.getLogger(__name__).info(f"reference statistics: features of {len(images)} real samples of {model.name} (once, then cached)")
     stats = ReferenceStats.from_features(extract_features(extractor, images), key, f"{model.name} reference data")
     save_reference(stats, path)
     return ReferenceStats(stats.mu, stats.sigma, stats.features, key, str(path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,7 @@ def teacher_samples(
     if noise_key is not None and key in _CACHE:
         return _CACHE[key]
     teacher = teacher_schedule(model, schedule.timesteps[0], schedule.timesteps[-1])
+    logging.getLogger(__name__).info(f"teacher: {len(teacher.timesteps) - 1}-step solution of {len(x_T)} samples (once per noise set)")
     nfe_before = model.nfe
     result = sample_batched(model, teacher, x_T, cond, guidance, batch_size)
     model.nfe = nfe_before  # the teacher's evaluations are not the candidate's cost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import time
@@ -24,6 +25,8 @@ from diffsearch.search.config import RunConfig, parse_duration
 from diffsearch.search.strategies import STRATEGIES, Strategy
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
 from diffsearch.solvers.schedule import Schedule
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,11 +62,13 @@ def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
 
 def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     """The model (on ``config.device``), the search space and the objective metric a config names."""
+    space_class = SPACES.get(config.space)
+    budget = parse_budget(config.budget, space_class.budget_units, f"space {config.space}")  # before any expensive work
     model = load_model(config.model).to(config.device)
     space_options = dict(config.space_options)
     if config.space == "timesteps":
         space_options.setdefault("solver", config.solver)
-    space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
+    space = space_class(model, budget, **space_options)
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     return model, space, metric
@@ -167,34 +172,28 @@ def search_loop(run: Run) -> None:
 
 
 class _progress:
-    """A rich progress bar: best so far, evaluations by fidelity, ETA (silent when disabled)."""
+    """The search's progress (``search.progress``): best so far, evaluations by fidelity, ETA."""
 
     def __init__(self, run: Run, evals: int) -> None:
-        self.run, self.evals, self.bar = run, evals, None
+        from diffsearch.search.progress import SearchProgress
+
+        self.run, self.bar = run, SearchProgress(run.study.study_name, evals, run.metric, run.config.progress)
 
     def __enter__(self):
-        if self.run.config.progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-            self.bar.start()
-            self.task = self.bar.add_task(f"search {self.run.study.study_name}", total=self.evals, status="")
-            self()
+        self.bar.__enter__()
+        self()
         return self
 
     def __call__(self) -> None:
-        if self.bar is None:
+        if not self.bar.enabled:
             return
         counts = storage.count_evaluations(self.run.study)
         predicted = sum((v or {}).get("predicted", 0) for k, v in self.run.study.user_attrs.items() if k.startswith("s3:stats:"))
-        best = _best_value(self.run.study)
-        status = f"best {self.run.metric}={best:.4g} | expensive {counts['expensive']} predicted {predicted} failed {counts['failed']} dup {counts['duplicates']}"
-        self.bar.update(self.task, completed=min(counts["expensive"], self.evals), status=status)
+        detail = f"predicted {predicted} failed {counts['failed']} dup {counts['duplicates']}"
+        self.bar.update(counts["expensive"], _best_value(self.run.study), detail)
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.__exit__(*exc)
 
 
 def _best_value(study) -> float:
@@ -225,6 +224,16 @@ def _heldout(run: Run, candidate: Candidate) -> dict[str, Any]:
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
+def _finalist(run: Run, record: storage.Record, index: int, total: int) -> dict[str, Any]:
+    """One finalist's held-out row, logged as it finishes."""
+    heldout = storage.json_safe(_heldout(run, record.candidate))
+    value = heldout.get(run.metric)
+    _log.info(f"final stage: {index}/{total} {record.tags.get('label') or 'trial ' + str(record.number)} "
+              f"{run.metric} {'-' if value is None else format(value, '.4g')} ({run.final_samples} samples)")
+    return {"trial": record.number, "label": record.tags.get("label"), "search_value": record.value,
+            "candidate": record.candidate, "heldout": heldout}
+
+
 def final_stage(run: Run) -> dict[str, Any]:
     """Re-score the top candidates and the best preset on held-out noise with more samples."""
     counts = storage.count_evaluations(run.study)
@@ -237,15 +246,16 @@ def final_stage(run: Run) -> dict[str, Any]:
     presets = [r for r in ranked if r.tags.get("origin") == "initial"]
     chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
     started = time.perf_counter()
-    rows = [{"trial": r.number, "label": r.tags.get("label"), "search_value": r.value, "candidate": r.candidate,
-             "heldout": storage.json_safe(_heldout(run, r.candidate))} for r in chosen]
+    _log.info(f"final stage: {len(chosen)} finalists on {run.final_samples} held-out samples")
+    rows = [_finalist(run, r, i, len(chosen)) for i, r in enumerate(chosen, 1)]
     ok = [row for row in rows if row["heldout"].get("status") == "ok" and row["heldout"].get(run.metric) is not None]
     if not ok:
         raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
     best = min(ok, key=lambda row: row["heldout"][run.metric])
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
     final = {"expensive": counts["expensive"], "final_samples": run.final_samples, "rows": rows, "best": best["trial"],
-             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started}
+             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started,
+             "device": str(run.model.device)}
     run.study.set_user_attr("final", storage.json_safe(final))
     return final
 
@@ -290,7 +300,8 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
                                                           "presets_in_space": len(run.space.initial())}}
     provenance = {
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
-        "config": run.config.model_dump(mode="json"),
+        "config": run.config.model_dump(mode="json", exclude={*EXECUTION_FIELDS, "device"}),
+        "executions": run.study.user_attrs.get("executions", []), "final_device": final.get("device"),
         "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": HELDOUT_SEED},
         "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint,
                   "device": run.model.device},
@@ -314,14 +325,31 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
         >>> result.schedule.nfe
         4
     """
+    from diffsearch.search.progress import log_lines
+
     config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
-    run = prepare(config)
-    search_loop(run)
-    final = final_stage(run)
-    schedule = build_artifact(run, final)
-    path = Path(config.out or storage.RUNS_DIR / config.study_name() / "best.json")
-    save_schedule(schedule, path)
+    with log_lines(config.progress):
+        run = prepare(config)
+        before = storage.count_evaluations(run.study)["expensive"]
+        search_loop(run)
+        record_execution(run, before)
+        final = final_stage(run)
+        schedule = build_artifact(run, final)
+        path = Path(config.out or storage.RUNS_DIR / config.study_name() / "best.json")
+        save_schedule(schedule, path)
+        _log.info(f"exported {path}")
     return SearchResult(config.study_name(), schedule, path)
+
+
+EXECUTION_FIELDS = ("executor", "workers", "gpus_per_worker", "ray_address")
+
+
+def record_execution(run: Run, before: int) -> None:
+    """Append this invocation's executor and device to the study's ``executions`` when it evaluated anything."""
+    added = storage.count_evaluations(run.study)["expensive"] - before
+    if added > 0:
+        execution = {**{key: getattr(run.config, key) for key in EXECUTION_FIELDS}, "device": str(run.model.device), "evaluations": added}
+        run.study.set_user_attr("executions", [*run.study.user_attrs.get("executions", []), storage.json_safe(execution)])
 
 
 def export_study(name: str, storage_url: str | None, out: str | Path) -> Path:
