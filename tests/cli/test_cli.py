@@ -29,13 +29,14 @@ def test_eval_json_on_gmm():
     assert row["frechet_exact"] > 0 and row["teacher_error"] > 0 and row["wall_time_s"] > 0
 
 
-def test_baselines_lists_every_preset_best_first():
+def test_baselines_lists_every_preset_on_every_spacing_best_first():
     from diffsearch.solvers.presets import PRESETS
+    from diffsearch.spaces.solver_schedule import INITIAL_SPACINGS
 
-    result = run("baselines", "--model", "gmm", "--budget", "4nfe", "--samples", "100", "--json")
+    result = run("baselines", "--model", "gmm", "--budget", "4nfe", "--samples", "100", "--metric", "frechet_exact", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert sorted(row["schedule"] for row in rows) == sorted(f"preset:{name}" for name in PRESETS)
+    assert len(rows) == 40 and sorted(row["schedule"] for row in rows) == sorted(f"preset:{name}@{spacing}" for name in PRESETS for spacing in INITIAL_SPACINGS)
     ok = [row["frechet_exact"] for row in rows if row["status"] == "ok"]
     assert ok == sorted(ok)
 
