@@ -206,8 +206,8 @@ def _print_summary(result) -> None:
     from diffsearch.search.summary import summary_rows, verdict
 
     schedule = result.schedule
-    rows = summary_rows(schedule.name, schedule.nfe, schedule.metrics, schedule.provenance)
-    _print_rows(rows, False, title=f"held-out {schedule.metrics['objective']} ({result.study})")
+    rows = summary_rows(schedule.nfe, schedule.metrics, schedule.provenance)
+    _print_rows(rows, False, title=f"held-out {schedule.metrics['objective']} of {result.study}")
     typer.echo(verdict(schedule.metrics, schedule.provenance))
     typer.echo(f"wrote {result.path}")
 
@@ -242,7 +242,7 @@ def show_command(
         return
     _print_rows(tables["candidates"], False, title=f"top {top} candidates of {', '.join(study)} ({legend})")
     if tables["stages"]:
-        _print_rows(tables["stages"], False, title="s3 stages")
+        _print_rows(tables["stages"], False, title=f"s3 stages of {', '.join(study)}")
     for path in written:
         typer.echo(f"wrote {path}")
 
@@ -306,7 +306,11 @@ def _format(value: Any) -> str:
 _TABLE_HIDDEN = ("seed", "seconds_per_sample", "bytes", "cached")
 
 
+_NAME_COLUMNS = ("schedule", "model", "study", "origin", "description", "error", "note")
+
+
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    """Rows as JSON, or as a table: numbers never truncated, long names folded, a one-study ``study`` column dropped."""
     if as_json:
         typer.echo(json.dumps(rows if len(rows) != 1 else rows[0], indent=2, default=str))
         return
@@ -314,9 +318,12 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
     from rich.table import Table
 
     columns = [key for key in dict.fromkeys(key for row in rows for key in row) if key not in _TABLE_HIDDEN]
+    if len({row.get("study") for row in rows}) == 1:  # the title names it
+        columns = [column for column in columns if column != "study"]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, no_wrap=column in ("schedule", "model", "study", "origin"))
+        names = column in _NAME_COLUMNS
+        table.add_column(column, overflow="fold" if names else "ellipsis", no_wrap=not names, min_width=None if names else len(column))
     for row in rows:
         table.add_row(*(_format(row.get(column, "")) for column in columns))
     console = Console()

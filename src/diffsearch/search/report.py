@@ -108,12 +108,12 @@ def study_report(names: list[str], storage_url: str | None, top: int, plots: str
 def plot_best_so_far(studies, path: Path, plt) -> Path:
     """Best search-noise value per evaluation, the best preset's search-noise level, the finalists' held-out
     values and (when the objective stored one) the held-out seed-spread band."""
-    figure, axis = plt.subplots(figsize=(7, 4.2))
+    figure, axis = plt.subplots(figsize=(7, 4.2 + 0.5 * len(studies)))
     for study in studies:
         _draw_study(axis, study, len(studies) > 1)
     metric = metric_of(studies[0])
     axis.set(xlabel="expensive evaluations", ylabel=f"{metric} (lower is better)", title=f"best {metric} so far")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(studies) == 1 else 1, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -125,7 +125,7 @@ def _draw_study(axis, study, named: bool) -> None:
     completed = [r for r in storage.history(study) if r.value is not None]
     position = {record.number: index for index, record in enumerate(completed, 1)}
     samples = search_samples(study)
-    line = axis.plot(range(1, len(completed) + 1), best_so_far(study), label=f"{prefix}best so far (search noise, {samples} samples)")[0]
+    line = axis.plot(range(1, len(completed) + 1), best_so_far(study), drawstyle="steps-post", label=f"{prefix}best so far (search noise, {samples} samples)")[0]
     presets = [r.value for r in completed if r.tags.get("origin") == "initial"]
     if presets:
         axis.axhline(min(presets), color=line.get_color(), linestyle="--", linewidth=1,
@@ -144,8 +144,8 @@ def _draw_study(axis, study, named: bool) -> None:
                          label=f"{prefix}held-out seed spread (±1 std, {noise.get('samples')} samples)")
 
 
-def final_by_nfe(studies) -> list[tuple[int, float, float | None, float | None]]:
-    """(NFE, held-out best, held-out best preset, noise floor or None) of studies with a final stage."""
+def final_by_nfe(studies) -> list[tuple[int, float, float | None, float | None, int]]:
+    """(NFE, held-out best, held-out best preset, noise floor or None, held-out samples) of studies with a final stage."""
     points = []
     for study in studies:
         final = study.user_attrs.get("final")
@@ -154,19 +154,21 @@ def final_by_nfe(studies) -> list[tuple[int, float, float | None, float | None]]
         rows, metric = {row["trial"]: row for row in final["rows"]}, metric_of(study)
         baseline = rows.get(final["baseline"])
         points.append((rows[final["best"]]["heldout"]["nfe"], rows[final["best"]]["heldout"][metric],
-                       baseline["heldout"].get(metric) if baseline else None, (final.get("noise") or {}).get("floor")))
+                       baseline["heldout"].get(metric) if baseline else None, (final.get("noise") or {}).get("floor"),
+                       final.get("final_samples")))
     return sorted(points)
 
 
 def plot_metric_vs_nfe(points, metric: str, path: Path, plt) -> Path:
     """Held-out searched and best-preset values against NFE; a point whose margin is inside the noise floor is marked 'tie'."""
     figure, axis = plt.subplots(figsize=(7, 4.2))
-    axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label="searched (held-out)")
+    samples = "/".join(str(n) for n in dict.fromkeys(p[4] for p in points))
+    axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"searched (held-out, {samples} samples)")
     baseline = [(p[0], p[2]) for p in points if p[2] is not None]
     if baseline:
-        axis.plot(*zip(*baseline), "s--", label="best preset (held-out)")
+        axis.plot(*zip(*baseline), "s--", label=f"best preset (held-out, {samples} samples)")
     ties = [p for p in points if p[2] is not None and p[3] is not None and abs(p[2] - p[1]) <= p[3]]
-    for nfe, value, _, _ in ties:
+    for nfe, value, *_ in ties:
         axis.annotate("tie (inside noise floor)", (nfe, value), textcoords="offset points", xytext=(4, 6), fontsize=7)
     values = [p[1] for p in points] + [p[2] for p in points if p[2] is not None]
     axis.set(xlabel="NFE", ylabel=f"held-out {metric} (lower is better)", title=f"{metric} against NFE",

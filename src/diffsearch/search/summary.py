@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_HIDDEN = ("status", "seed", "seconds_per_sample", "nfe", "note", "cached", "noise")
+_HIDDEN = ("status", "seed", "seconds_per_sample", "nfe", "note", "cached", "noise", "wall_time_s")
 
 
 def exported_is_preset(provenance: dict[str, Any]) -> bool:
@@ -13,14 +13,13 @@ def exported_is_preset(provenance: dict[str, Any]) -> bool:
     return str(provenance.get("label") or "").startswith("preset:")
 
 
-def summary_rows(name: str, nfe: int, metrics: dict[str, Any], provenance: dict[str, Any]) -> list[dict[str, Any]]:
-    """The exported schedule and the best re-scored preset, each with its held-out values and sample count."""
-    kind = "preset" if exported_is_preset(provenance) else "searched"
-    label = provenance.get("label") if kind == "preset" else name
-    rows = [{"schedule": label, "kind": f"exported ({kind})", "nfe": nfe, **_values(metrics["heldout"])}]
+def summary_rows(nfe: int, metrics: dict[str, Any], provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exported schedule and the best re-scored preset, each with its held-out values and sample count (``samples``)."""
+    label = provenance.get("label") if exported_is_preset(provenance) else f"searched (trial {provenance.get('trial')})"
+    rows = [{"role": "exported", "schedule": label, "nfe": nfe, **_values(metrics["heldout"])}]
     baseline = metrics.get("baseline")
     if baseline and baseline.get("schedule") != label:
-        rows.append({"schedule": baseline["schedule"], "kind": "best preset", "nfe": nfe, **_values(baseline["heldout"])})
+        rows.append({"role": "best preset", "schedule": baseline["schedule"], "nfe": nfe, **_values(baseline["heldout"])})
     return rows
 
 
