@@ -74,15 +74,16 @@ def test_the_bar_keeps_count_best_and_eta_at_80_columns():
     from rich.console import Console
     from rich.progress import Progress
 
-    for width, wide in ((80, False), (140, True)):
+    name = "solver_schedule-10nfe-digits-s3-seed0"
+    for width, named, detail in ((80, False, False), (120, False, True), (200, True, True), (130, False, True)):
         console = Console(width=width, record=True, file=io.StringIO())
-        progress = Progress(*bar_columns(width), console=console)
-        progress.add_task("search solver_schedule-10nfe-digits-s3-seed0", total=120, completed=12,
-                          best=best_text("fid", 0.12834), detail="predicted 3975 failed 0 dup 2")
+        progress = Progress(*bar_columns(width, name if width != 130 else name * 3), console=console)
+        progress.add_task(name, total=120, completed=12, best=best_text("fid", 0.12834), detail="predicted 3975 failed 0 dup 2")
         console.print(progress.make_tasks_table(progress.tasks))
         text = console.export_text()
-        assert "12/120" in text and "best fid 0.1283" in text and "eta" in text and max(map(len, text.splitlines())) <= width
-        assert ("solver_schedule-10nfe-digits-s3-seed0" in text) == wide and ("predicted 3975" in text) == wide
+        assert "12/120" in text and "best fid 0.1283" in text and "eta -:--:--" in text and "…" not in text, text
+        assert max(map(len, text.splitlines())) <= width
+        assert (name in text) == named and ("predicted 3975 failed 0 dup 2" in text) == detail
     assert best_text("fid", float("nan")) == "best fid -" and best_text("fid", None) == "best fid -"
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LOGGER = "diffsearch"
-WIDE = 110  # from this width the bar also shows the study name and the evaluation counts
+DETAIL = 120  # from this width the bar also shows the evaluation counts (and the study name when it fits)
 _active: dict[str, Any] = {}
 
 
@@ -71,14 +71,22 @@ def best_text(metric: str, best: float | None) -> str:
     return f"best {metric} " + ("-" if best is None or not math.isfinite(best) else f"{best:.4g}")
 
 
-def bar_columns(width: int) -> list[Any]:
-    """Columns of the search bar: count, best value and ETA always; name and counts from ``WIDE`` columns."""
+def bar_columns(width: int, name: str = "") -> list[Any]:
+    """Columns of the search bar: count, best value and ETA always; the evaluation counts from ``DETAIL``
+    columns; the study ``name`` when it fits too (otherwise the study's first log line named it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Column
 
-    wide = width >= WIDE
-    columns = [TextColumn("{task.description}" if wide else "search"), BarColumn(bar_width=None if wide else 12),
-               MofNCompleteColumn(), TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    return columns + [TextColumn("{task.fields[detail]}")] if wide else columns
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    named = width >= DETAIL + len(name) + 8
+    columns = [TextColumn(f"search {name}" if named else "search", table_column=fixed()), BarColumn(bar_width=12),
+               MofNCompleteColumn(table_column=fixed()), TextColumn("{task.fields[best]}", table_column=fixed()),
+               TimeElapsedColumn(table_column=fixed()), TextColumn("eta", table_column=fixed()), TimeRemainingColumn(table_column=fixed())]
+    if width >= DETAIL:
+        columns.append(TextColumn("{task.fields[detail]}", table_column=fixed()))
+    return columns
 
 
 class SearchProgress:
@@ -98,8 +106,8 @@ class SearchProgress:
         if self.console.is_terminal:
             from rich.progress import Progress
 
-            self.bar = Progress(*bar_columns(self.console.width), console=self.console)
-            self.task = self.bar.add_task(f"search {self.name}", total=self.total, best=best_text(self.metric, None), detail="")
+            self.bar = Progress(*bar_columns(self.console.width, self.name), console=self.console)
+            self.task = self.bar.add_task(self.name, total=self.total, best=best_text(self.metric, None), detail="")
             self.bar.start()
         return self
 
