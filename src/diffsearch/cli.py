@@ -22,7 +22,7 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name
 ScheduleOption = Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")]
 PresetBudgetOption = Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")]
 ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
-BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
+BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (1 to 1000, no space).")]
 SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
@@ -158,7 +158,7 @@ def run_command(
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (configs/*.yaml); flags override it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default digits).")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
-    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe (1 to 1000 NFE, no space; `search spaces` lists each space's units).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
     evals: Annotated[Optional[int], typer.Option("--evals", help="Expensive evaluations in total, at least 1 (default 120).")] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,

@@ -101,6 +101,21 @@ def test_without_a_terminal_one_line_per_n_evaluations():
     assert "best fid 0.04 " in lines[-1] and "eta 0:00:00" in lines[-1]
 
 
+def test_on_a_terminal_the_bar_and_the_phase_lines_share_stderr():
+    import logging
+
+    from rich.console import Console
+
+    stream = io.StringIO()
+    with log_lines(console=Console(file=stream, force_terminal=True, width=80)):
+        with SearchProgress("study", 120, "fid") as progress:
+            progress.update(12, 0.12834)
+            logging.getLogger("diffsearch.search.runner").info("final stage: 4 finalists on 5000 held-out samples")
+    text = stream.getvalue()
+    assert "12/120" in text and "best fid 0.1283" in text and "final stage: 4 finalists" in text and not STAMP.search(text)
+    assert logging.getLogger("diffsearch").propagate  # restored afterwards
+
+
 @pytest.mark.parametrize("text", ["10 nfe", " 10nfe", "10NFE", "10nfe ", "0nfe", "2.5nfe", f"{MAX_NFE + 1}nfe", "1000000nfe", "nfe10"])
 def test_budgets_are_parsed_strictly_and_nfe_is_bounded(text):
     with pytest.raises(DiffsearchError):

@@ -54,6 +54,7 @@ class log_lines:
             self.console = self.console or Console(stderr=True)
             self.handler = _LineHandler(self.console)
             logger = logging.getLogger(LOGGER)
+            self.previous = logger.level, logger.propagate
             logger.addHandler(self.handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
@@ -62,7 +63,9 @@ class log_lines:
 
     def __exit__(self, *exc: Any) -> None:
         if self.handler is not None:
-            logging.getLogger(LOGGER).removeHandler(self.handler)
+            logger = logging.getLogger(LOGGER)
+            logger.removeHandler(self.handler)
+            logger.level, logger.propagate = self.previous
             _active.pop("console", None)
 
 
