@@ -253,8 +253,9 @@ def spaces_command(as_json: JsonOption = False) -> None:
     from diffsearch.search.strategies import STRATEGIES
     from diffsearch.spaces import SPACES
 
-    rows = [{"kind": "space", "name": name, "description": _first_line(SPACES.get(name).__doc__)} for name in SPACES]
-    rows += [{"kind": "strategy", "name": name, "description": _first_line(STRATEGIES.get(name).__doc__)} for name in STRATEGIES]
+    rows = [{"kind": "space", "name": name, "budget": ", ".join(SPACES.get(name).budget_units), "description": _first_line(SPACES.get(name).__doc__)}
+            for name in SPACES]
+    rows += [{"kind": "strategy", "name": name, "budget": "", "description": _first_line(STRATEGIES.get(name).__doc__)} for name in STRATEGIES]
     _print_rows(rows, as_json, title="spaces and strategies")
 
 
