@@ -47,8 +47,11 @@ def test_progress_and_phases_go_to_stderr_as_timestamped_lines(finished):
 
 def test_summary_says_what_was_exported_against_what(finished):
     last = finished["stdout"].strip().splitlines()[-2]
-    assert last.startswith(("searched schedule frechet_exact", "no candidate beat the presets; exporting preset preset:")), last
-    assert "300 held-out samples" in last
+    provenance = json.loads((finished["folder"] / "best.json").read_text())["provenance"]
+    if str(provenance["label"]).startswith("preset:"):
+        assert last.startswith(f"no candidate beat the presets; exporting preset {provenance['label']} (frechet_exact "), last
+    else:
+        assert last.startswith("searched - preset: ") and ("a tie" in last or "beyond twice the seed std" in last), last
 
 
 def test_eval_defaults_to_the_artifacts_own_held_out_sample_count(finished):

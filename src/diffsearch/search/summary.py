@@ -5,26 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_HIDDEN = ("status", "seed", "seconds_per_sample", "nfe", "note", "cached", "noise", "wall_time_s")
-
 
 def exported_is_preset(provenance: dict[str, Any]) -> bool:
     """True when the exported finalist is one of the space's presets (they carry a ``preset:`` label)."""
     return str(provenance.get("label") or "").startswith("preset:")
-
-
-def summary_rows(nfe: int, metrics: dict[str, Any], provenance: dict[str, Any]) -> list[dict[str, Any]]:
-    """The exported schedule and the best re-scored preset, each with its held-out values and sample count (``samples``)."""
-    label = provenance.get("label") if exported_is_preset(provenance) else f"searched (trial {provenance.get('trial')})"
-    rows = [{"role": "exported", "schedule": label, "nfe": nfe, **_values(metrics["heldout"])}]
-    baseline = metrics.get("baseline")
-    if baseline and baseline.get("schedule") != label:
-        rows.append({"role": "best preset", "schedule": baseline["schedule"], "nfe": nfe, **_values(baseline["heldout"])})
-    return rows
-
-
-def _values(heldout: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in heldout.items() if key not in _HIDDEN}
 
 
 def verdict(metrics: dict[str, Any], provenance: dict[str, Any]) -> str:
