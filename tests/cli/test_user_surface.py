@@ -40,7 +40,7 @@ def test_progress_and_phases_go_to_stderr_as_timestamped_lines(finished):
     assert "wrote " in stdout and "held-out frechet_exact" in stdout and "search 9/9" not in stdout
     assert lines and all(STAMP.match(line) for line in lines), lines
     text = "\n".join(lines)
-    for phase in (r"s3 stage 0: proxy of 40 presets", r"search 9/9 best frechet_exact", r"final stage: (\d) finalists on 300 held-out samples",
+    for phase in (r"s3 stage 0: proxy of 40 presets", r"search 9/9 best frechet_exact", r"final stage: (\d) finalists on \d held-out noise sets of 300 samples", r"noise floor of frechet_exact",
                   r"final stage: (\d)/\1 ", r"exported "):
         assert re.search(phase, text), phase
 

@@ -24,11 +24,11 @@ def metric_of(study) -> str:
     """The study's objective: its config's metric, else the one its final stage scored."""
     config = study.user_attrs.get("config") or {}
     final = study.user_attrs.get("final") or {}
-    if config.get("metric"):
-        return config["metric"]
+    if config.get("metric") or (study.user_attrs.get("objective") or {}).get("metric"):
+        return config.get("metric") or study.user_attrs["objective"]["metric"]
     for row in final.get("rows", []):
-        for key in row.get("heldout", {}):
-            if key not in ("status", "nfe", "samples", "seed", "wall_time_s", "seconds_per_sample", "error", "note", "cached", "noise"):
+        for key, value in row.get("heldout", {}).items():
+            if isinstance(value, float) and key not in ("wall_time_s", "seconds_per_sample", "std"):
                 return key
     return "objective"
 
