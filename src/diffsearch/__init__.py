@@ -25,6 +25,7 @@ _EXPORTS = {
     "DiffsearchError": "diffsearch.errors",
     "run_search": "diffsearch.search.runner",
     "RunConfig": "diffsearch.search.config",
+    "Client": "diffsearch.service.client",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -28,6 +28,7 @@ SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
 GuidanceOption = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (conditional models).")]
 MetricOption = Annotated[Optional[list[str]], typer.Option("--metric", help="Metric(s) to compute (repeatable); default depends on the model.")]
+FeaturesOption = Annotated[Optional[str], typer.Option("--features", help="Feature space of fd_teacher/kid_teacher/fid/kid: raw, digits, digits_multi, inception (default per model and metric).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Where the model runs: auto (cuda if available), cpu, cuda, cuda:N, mps.")]
 
@@ -77,6 +78,7 @@ def eval_command(
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
     reference: ReferenceOption = None,
+    features: FeaturesOption = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even if the evaluation cache has this result.")] = False,
     as_json: JsonOption = False,
     device: DeviceOption = "auto",
@@ -91,11 +93,11 @@ def eval_command(
     samples = samples or (resolved.metrics or {}).get("heldout", {}).get("samples") or DEFAULT_EVAL_SAMPLES
     with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
-                          reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance,
+                          reference=reference, features=features, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance,
                           max_out_of_range=1.0)  # eval reports the out-of-range share; only a search fails on it
     row = {"schedule": resolved.name or schedule, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
     if result["status"] == "ok" and not no_floor:
-        row["noise"] = _floors(denoiser, [m for m in result if m in _metric_names()], samples, guidance, reference, not as_json)
+        row["noise"] = _floors(denoiser, [m for m in result if m in _metric_names()], samples, guidance, reference, features, not as_json)
     title = f"{row['schedule']} on {denoiser.name} ({samples} samples of held-out noise seed {seed})"
     _print_rows([row], as_json, title=title)
     if not as_json and row.get("noise"):
@@ -110,14 +112,14 @@ def _metric_names() -> list[str]:
     return METRICS.names()
 
 
-def _floors(model, metrics: list[str], samples: int, guidance, reference, show: bool) -> dict[str, Any]:
+def _floors(model, metrics: list[str], samples: int, guidance, reference, features, show: bool) -> dict[str, Any]:
     """The noise floor and seed std of each metric at ``samples`` (cached per model)."""
     from diffsearch.evaluators.floor import noise_floor
 
     floors = {}
     with _bar(len(metrics), f"noise floors at {samples} samples (once per model, then cached)", show) as advance:
         for metric in metrics:
-            floors[metric] = noise_floor(model, metric, samples, guidance=guidance, reference=reference, seeds=3)
+            floors[metric] = noise_floor(model, metric, samples, features=features, guidance=guidance, reference=reference, seeds=3)
             advance(1)
     return floors
 
@@ -160,10 +162,11 @@ def baselines_command(
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
     reference: ReferenceOption = None,
+    features: FeaturesOption = None,
     as_json: JsonOption = False,
     device: DeviceOption = "auto",
 ) -> None:
-    """Every preset solver on every timestep family at one NFE budget, in one table (best first)."""
+    """Every preset solver on every timestep family at one NFE budget, in one table (best first), with each metric's noise floor and seed spread."""
     from diffsearch.budget import nfe_budget
     from diffsearch.evaluators.evaluate import default_metrics, evaluate
     from diffsearch.solvers.presets import PRESETS, preset_schedule
@@ -180,12 +183,18 @@ def baselines_command(
             for name in PRESETS:
                 schedule = preset_schedule(name, nfe, denoiser.noise_schedule, family)
                 result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference,
-                                  max_out_of_range=1.0)
+                                  features=features, max_out_of_range=1.0)
                 rows.append({"schedule": f"preset:{name}@{family}", **result})
                 advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
+    floors = _floors(denoiser, metrics, samples, guidance, reference, features, not as_json)
+    if as_json:
+        rows = [{**row, "noise": floors} for row in rows]
     where = "every spacing" if spacing == "all" else f"{spacing} spacing"
-    _print_rows(rows, as_json, title=f"{len(rows)} presets x spacings at {nfe} NFE on {denoiser.name} ({where}, {samples} held-out samples, seed {seed})")
+    _print_rows(rows, as_json, title=f"{len(rows)} presets x spacings at {nfe} NFE on {denoiser.name} ({where}, {samples} samples of held-out noise seed {seed})")
+    if not as_json:
+        typer.echo("\n".join(f"{m}: floor {f['floor']:.4g} ({f['sampler']}), seed std {f['std']:.2g} at {samples} samples; "
+                             f"differences below {2 * f['std']:.2g} are ties" for m, f in floors.items()))
 
 
 @app.command("run")
@@ -199,7 +208,9 @@ def run_command(
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="Objective metric (default: the model's first).")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per search evaluation.")] = None,
-    final_samples: Annotated[Optional[int], typer.Option("--final-samples", min=2, help="Held-out samples in the final stage.")] = None,
+    final_samples: Annotated[Optional[int], typer.Option("--final-samples", min=2, help="Samples per held-out noise set in the final stage.")] = None,
+    final_seeds: Annotated[Optional[int], typer.Option("--final-seeds", help="Held-out noise sets in the final stage (default 3): paired comparison, mean and 95% interval.")] = None,
+    features: FeaturesOption = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Strategy seed.")] = None,
     guidance: GuidanceOption = None,
     reference: ReferenceOption = None,
@@ -221,6 +232,7 @@ def run_command(
 
     overrides = {"model": model, "space": space, "budget": budget, "strategy": strategy, "evals": evals,
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
+                 "final_seeds": final_seeds, "features": features,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device}
@@ -316,6 +328,25 @@ def show_command(
         typer.echo(f"wrote {path}")
 
 
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option("--host", help="Address to bind (beyond loopback needs DIFFSEARCH_TOKEN).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8600,
+    storage: Annotated[str, typer.Option("--storage", help="Optuna storage URL of every study and job.")] = "sqlite:///runs/service.db",
+    runs_dir: Annotated[str, typer.Option("--runs-dir", help="Folder for artifacts and worker logs.")] = "runs",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run jobs as Ray Jobs via this job API (http://head:8265).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Jobs running at once.")] = 1,
+    private_reads: Annotated[bool, typer.Option("--private-reads", help="Require the token for reads too.")] = False,
+) -> None:
+    """Serve the searches of one storage over HTTP: REST API (/docs), web page (/), job queue."""
+    import os
+
+    from diffsearch.service.app import ServiceSettings, serve
+
+    serve(ServiceSettings(host=host, port=port, storage=storage, runs_dir=runs_dir, ray_address=ray_address, workers=workers,
+                          token=os.environ.get("DIFFSEARCH_TOKEN") or None, private_reads=private_reads))
+
+
 @app.command("spaces")
 def spaces_command(as_json: JsonOption = False) -> None:
     """Registered search spaces and strategies."""
@@ -373,7 +404,7 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-_TABLE_HIDDEN = ("seed", "seconds_per_sample", "bytes", "cached")
+_TABLE_HIDDEN = ("samples", "seed", "seconds_per_sample", "bytes", "cached", "metric_info", "noise", "out_of_range_margin", "per_seed")
 
 
 _NAME_COLUMNS = ("schedule", "model", "study", "origin", "description", "error", "note")

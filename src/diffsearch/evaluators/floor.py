@@ -18,7 +18,7 @@ import torch
 
 from diffsearch.evaluators.evaluate import OBJECTIVE_VERSION, REAL_METRICS, default_features, metric_values
 from diffsearch.evaluators.reference import teacher_schedule
-from diffsearch.evaluators.teacher import FLOOR_SEED, converged_steps, teacher_set
+from diffsearch.evaluators.teacher import FLOOR_SEED, MEMORY, cache_file, cache_key, converged_steps, teacher_set, write_text_atomic
 from diffsearch.models.denoiser import Denoiser
 
 FLOOR_SEEDS = 5
@@ -44,17 +44,15 @@ def _floor_samples(model: Denoiser, metric: str, n: int, k: int, guidance: float
 def noise_floor(model: Denoiser, metric: str, samples: int, *, features: str | None = None, guidance: float | None = None,
                 reference: str | None = None, seeds: int = FLOOR_SEEDS, progress=None) -> dict[str, Any]:
     """``{"floor", "std", "samples", "seeds", "noise", "sampler"}`` of ``metric`` at ``samples``, cached on disk."""
-    from diffsearch.evaluators.teacher import _cache_file, _key, _MEMORY, _write_text
-
     features = features or default_features(model, metric)
     teacher_steps = converged_steps(model, guidance).steps if metric not in (*REAL_METRICS, "frechet_exact") else None
-    key = _key("floor", OBJECTIVE_VERSION, model.fingerprint, metric, features, samples, guidance, reference, seeds, teacher_steps)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    path = _cache_file(model, key, ".json")
+    key = cache_key("floor", OBJECTIVE_VERSION, model.fingerprint, metric, features, samples, guidance, reference, seeds, teacher_steps)
+    if key in MEMORY:
+        return MEMORY[key]
+    path = cache_file(model, key, ".json")
     if path is not None and path.is_file():
-        _MEMORY[key] = json.loads(path.read_text())
-        return _MEMORY[key]
+        MEMORY[key] = json.loads(path.read_text())
+        return MEMORY[key]
     if metric == "teacher_error":  # paired with the teacher on the candidate's own noise: zero by construction
         return {"metric": metric, "features": None, "floor": 0.0, "std": 0.0, "samples": samples, "seeds": 0,
                 "noise": "the candidate's own noise (paired)", "sampler": "teacher"}
@@ -67,6 +65,6 @@ def noise_floor(model: Denoiser, metric: str, samples: int, *, features: str | N
     result = {"metric": metric, "features": features, "floor": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
               "samples": samples, "seeds": seeds, "noise": f"floor noise seeds {FLOOR_SEED}..{FLOOR_SEED + seeds - 1}", "sampler": sampler}
     if path is not None:
-        _write_text(path, json.dumps(result))
-    _MEMORY[key] = result
+        write_text_atomic(path, json.dumps(result))
+    MEMORY[key] = result
     return result

@@ -85,16 +85,16 @@ class TeacherSet:
         return (s_t / s_a) * self.states[j] + (a_t - a_a * s_t / s_a) * self.denoised[j]
 
 
-_MEMORY: dict[str, Any] = {}
+MEMORY: dict[str, Any] = {}
 
 
-def _key(*parts: Any) -> str:
+def cache_key(*parts: Any) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _cache_file(model: Denoiser, key: str, suffix: str):
+def cache_file(model: Denoiser, key: str, suffix: str):
     from diffsearch.evaluators.image_metrics import cache_dir
 
     if not getattr(model, "fingerprint_is_content_hash", False):
@@ -136,17 +136,20 @@ def _run_teacher(model: Denoiser, steps: int, x_T: torch.Tensor, labels, guidanc
 
 def converged_steps(model: Denoiser, guidance: float | None = None, tolerance: float = TOLERANCE) -> Convergence:
     """The fewest teacher steps (50, 100, 200, ...) whose samples agree with twice as many to ``tolerance`` (relative RMSE)."""
-    key = _key("convergence", model.fingerprint, guidance, tolerance, PROBE_SAMPLES)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    path = _cache_file(model, key, ".json")
+    key = cache_key("convergence", model.fingerprint, guidance, tolerance, PROBE_SAMPLES)
+    if key in MEMORY:
+        return MEMORY[key]
+    path = cache_file(model, key, ".json")
     if path is not None and path.is_file():
-        _MEMORY[key] = Convergence(**json.loads(path.read_text()))
-        return _MEMORY[key]
+        MEMORY[key] = Convergence(**json.loads(path.read_text()))
+        return MEMORY[key]
     started = time.perf_counter()
     x_T, labels = noise_set(model, PROBE_SAMPLES, PROBE_SEED)
     cond = labels if model.num_classes else None
-    run = lambda steps: _run_teacher(model, steps, x_T, cond, guidance, False, PROBE_SAMPLES, None).states[-1].double()
+
+    def run(steps: int) -> torch.Tensor:
+        return _run_teacher(model, steps, x_T, cond, guidance, False, PROBE_SAMPLES, None).states[-1].double()
+
     steps, coarse, rmse = START_STEPS, run(START_STEPS), float("inf")
     while steps < MAX_STEPS:
         fine = run(2 * steps)
@@ -156,8 +159,8 @@ def converged_steps(model: Denoiser, guidance: float | None = None, tolerance: f
         steps, coarse = 2 * steps, fine
     result = Convergence(steps, rmse, tolerance, PROBE_SAMPLES, time.perf_counter() - started, rmse <= tolerance)
     if path is not None:
-        _write_text(path, json.dumps(result.as_dict()))
-    _MEMORY[key] = result
+        write_text_atomic(path, json.dumps(result.as_dict()))
+    MEMORY[key] = result
     return result
 
 
@@ -165,13 +168,13 @@ def teacher_set(model: Denoiser, seed: int, n: int, guidance: float | None = Non
                 progress: Progress | None = None, batch_size: int = 500) -> TeacherSet:
     """The teacher for noise set (``seed``, ``n``): computed once, then served from memory or disk."""
     convergence = converged_steps(model, guidance)
-    key = _key("set", model.fingerprint, seed, n, guidance, dense, convergence.steps)
-    if key in _MEMORY:
-        return _MEMORY[key]
-    path = _cache_file(model, key, ".safetensors")
+    key = cache_key("set", model.fingerprint, seed, n, guidance, dense, convergence.steps)
+    if key in MEMORY:
+        return MEMORY[key]
+    path = cache_file(model, key, ".safetensors")
     cached = _read_set(path) if path is not None and path.is_file() else None
     if cached is not None:
-        _MEMORY[key] = cached
+        MEMORY[key] = cached
         return cached
     started = time.perf_counter()
     x_T, labels = noise_set(model, n, seed)
@@ -180,11 +183,11 @@ def teacher_set(model: Denoiser, seed: int, n: int, guidance: float | None = Non
                    "convergence": convergence.as_dict(), "seconds": time.perf_counter() - started}
     if path is not None:
         _write_set(result, path)
-    _MEMORY[key] = result
+    MEMORY[key] = result
     return result
 
 
-def _write_text(path, text: str) -> None:
+def write_text_atomic(path, text: str) -> None:
     import os
     import tempfile
 

@@ -52,6 +52,11 @@ class RunConfig(BaseModel):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where the model runs, in the driver and in each worker: auto (cuda if visible), cpu, cuda, cuda:N, mps")
 
+    @field_validator("study")
+    @classmethod
+    def _study(cls, value: str | None) -> str | None:
+        return None if value is None else validate_study_name(value)
+
     @field_validator("time")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
@@ -88,6 +93,17 @@ class RunConfig(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The fields that define the search (a resumed study must agree on them)."""
         return self.model_dump(mode="json", exclude=set(RUN_LENGTH_FIELDS) | {"study"})
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_study_name(name: str) -> str:
+    """``name`` if it is a safe study name (it becomes a file name under runs/); DiffsearchError otherwise."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise DiffsearchError(f"study name {name!r}: use 1-128 letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit, without '..'")
+    return name
 
 
 def parse_duration(text: str) -> float:

@@ -172,3 +172,53 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return json.loads(json.dumps(value, default=str))
+
+
+# Many reads of many studies (``search serve``): one storage object, reused.
+
+def shared_storage(url: str):
+    """One Optuna storage for ``url`` (an RDB engine with a 30 s SQLite lock wait, or the journal) to reuse."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = storage_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith(JOURNAL):
+        return optuna_storage(url)
+    engine = {"connect_args": {"timeout": 30}} if url.startswith("sqlite:") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    except Exception as error:
+        raise DiffsearchError(f"--storage {url}: cannot open ({type(error).__name__}: {error})") from None
+
+
+def study_names(shared) -> list[str]:
+    """Names of every study in a storage."""
+    import optuna
+
+    return sorted(optuna.study.get_all_study_names(shared))
+
+
+def load_from(shared, name: str):
+    """The study ``name`` of a shared storage; DiffsearchError if there is none."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=shared)
+    except KeyError:
+        raise DiffsearchError(f"no study {name!r}") from None
+
+
+def trial_results(study) -> list[dict[str, Any]]:
+    """Completed, non-duplicate trials: number, value, the evaluator's result and the trial's seconds."""
+    import optuna
+
+    rows = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "duplicate_of" in trial.user_attrs:
+            continue
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
+        rows.append({"number": trial.number, "value": trial.value, "result": trial.user_attrs.get("result") or {},
+                     "seconds": seconds, "label": (trial.user_attrs.get("tags") or {}).get("label")})
+    return rows
