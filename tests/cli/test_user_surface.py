@@ -67,7 +67,7 @@ def test_show_has_a_candidate_table_with_origins_and_a_stage_table(finished):
     tables = json.loads(result.stdout)
     origins = {row["origin"] for row in tables["candidates"]}
     assert origins <= {"mutation", "crossover"} | {o for o in origins if o.startswith("preset:")} and origins
-    assert {"search", "held_out", "trial"} <= set(tables["candidates"][0]) and "stage" not in tables["candidates"][0]
+    assert {"value", "held_out", "trial"} <= set(tables["candidates"][0]) and "stage" not in tables["candidates"][0]
     assert [row["stage"] for row in tables["stages"]][:2] == [0, 1] and "origin" not in tables["stages"][0]
     assert any(isinstance(row["held_out"], float) for row in tables["candidates"])
     assert (finished["folder"] / "best_so_far.png").stat().st_size > 10_000

@@ -43,7 +43,7 @@ def search_samples(study) -> int | None:
 
 
 def top_rows(study, top: int) -> list[dict[str, Any]]:
-    """The best distinct candidates by search value (``search``), their origin, and ``held_out`` when a finalist."""
+    """The best distinct candidates by search-noise ``value``, their origin, and ``held_out`` when a finalist."""
     metric, finalists = metric_of(study), _finalists(study)
     seen, rows = set(), []
     for record in sorted((r for r in storage.history(study) if r.value is not None), key=lambda r: r.value):
@@ -51,7 +51,7 @@ def top_rows(study, top: int) -> list[dict[str, Any]]:
             continue
         seen.add(record.fingerprint)
         heldout = (finalists.get(record.number) or {}).get("heldout", {}).get(metric)
-        rows.append({"study": study.study_name, "trial": record.number, "search": record.value,
+        rows.append({"study": study.study_name, "trial": record.number, "value": record.value,
                      "held_out": "" if heldout is None else heldout, "origin": origin(record.tags),
                      "gate": record.tags.get("gate", ""),
                      "steps": len(record.candidate.get("steps", record.candidate.get("timesteps", [])[1:]))})
@@ -82,7 +82,7 @@ def best_so_far(study) -> list[float]:
 def legend(study) -> str:
     """What the candidate table's value columns hold: the metric and the samples behind each."""
     final = study.user_attrs.get("final") or {}
-    return (f"{metric_of(study)}; search: {search_samples(study)} search-noise samples, "
+    return (f"{metric_of(study)}; value: {search_samples(study)} search-noise samples, "
             f"held_out: {final.get('final_samples', '-')} held-out samples, finalists only")
 
 
