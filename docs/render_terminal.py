@@ -39,7 +39,7 @@ def bar_frame(study_name: str, console) -> None:
     console.print(progress.make_tasks_table(progress.tasks))
 
 
-RUN = ["run", "--budget", "5nfe", "--evals", "30", "--samples", "500", "--final-samples", "1000"]
+RUN = ["run", "--budget", "5nfe", "--evals", "30", "--samples", "500", "--final-samples", "1000", "--metric", "fd_teacher"]
 
 
 def terminal_output(args: list[str]) -> str:

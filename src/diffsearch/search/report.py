@@ -144,8 +144,9 @@ def _draw_study(axis, study, named: bool) -> None:
                          label=f"{prefix}held-out seed spread (±1 std, {noise.get('samples')} samples)")
 
 
-def final_by_nfe(studies) -> list[tuple[int, float, float | None, float | None, int]]:
-    """(NFE, held-out best, held-out best preset, noise floor or None, held-out samples) of studies with a final stage."""
+def final_by_nfe(studies) -> list[tuple[int, float, float | None, bool, int]]:
+    """(NFE, held-out best, held-out best preset, tie, held-out samples) of studies with a final stage; ``tie`` when the
+    paired comparison (``final["comparison"]``) finds the margin within twice the seed std."""
     points = []
     for study in studies:
         final = study.user_attrs.get("final")
@@ -154,22 +155,22 @@ def final_by_nfe(studies) -> list[tuple[int, float, float | None, float | None, 
         rows, metric = {row["trial"]: row for row in final["rows"]}, metric_of(study)
         baseline = rows.get(final["baseline"])
         points.append((rows[final["best"]]["heldout"]["nfe"], rows[final["best"]]["heldout"][metric],
-                       baseline["heldout"].get(metric) if baseline else None, (final.get("noise") or {}).get("floor"),
+                       baseline["heldout"].get(metric) if baseline else None,
+                       (final.get("comparison") or {}).get("beyond_two_std") is False,
                        final.get("final_samples")))
     return sorted(points)
 
 
 def plot_metric_vs_nfe(points, metric: str, path: Path, plt) -> Path:
-    """Held-out searched and best-preset values against NFE; a point whose margin is inside the noise floor is marked 'tie'."""
+    """Held-out searched and best-preset values against NFE; a point whose margin is within twice the seed std is marked 'tie'."""
     figure, axis = plt.subplots(figsize=(7, 4.2))
     samples = "/".join(str(n) for n in dict.fromkeys(p[4] for p in points))
     axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"searched (held-out, {samples} samples)")
     baseline = [(p[0], p[2]) for p in points if p[2] is not None]
     if baseline:
         axis.plot(*zip(*baseline), "s--", label=f"best preset (held-out, {samples} samples)")
-    ties = [p for p in points if p[2] is not None and p[3] is not None and abs(p[2] - p[1]) <= p[3]]
-    for nfe, value, *_ in ties:
-        axis.annotate("tie (inside noise floor)", (nfe, value), textcoords="offset points", xytext=(4, 6), fontsize=7)
+    for nfe, value, *_ in (p for p in points if p[3]):
+        axis.annotate("tie (within 2 seed std)", (nfe, value), textcoords="offset points", xytext=(4, 6), fontsize=8)
     values = [p[1] for p in points] + [p[2] for p in points if p[2] is not None]
     axis.set(xlabel="NFE", ylabel=f"held-out {metric} (lower is better)", title=f"{metric} against NFE",
              yscale="log" if max(values) > 10 * min(values) > 0 else "linear")
