@@ -126,10 +126,11 @@ def _floors(model, metrics: list[str], samples: int, guidance, reference, featur
 
 def _floor_lines(row: dict[str, Any]) -> str:
     """One line per metric: value, floor and seed std at the row's sample count."""
-    lines = []
+    lines, info = [], row.get("metric_info") or {}
     for metric, floor in row["noise"].items():
-        lines.append(f"{metric} = {row[metric]:.4g} at {floor['samples']} samples; floor {floor['floor']:.4g} ({floor['sampler']}), "
-                     f"seed std {floor['std']:.2g} ({floor['seeds']} {floor['noise']})")
+        against = f" against {info[metric]['reference']} in {info[metric]['features']} features" if metric in info else ""
+        lines.append(f"{metric} = {row[metric]:.4g} at {floor['samples']} samples{against}; floor {floor['floor']:.4g} "
+                     f"({floor['sampler']}), seed std {floor['std']:.2g} ({floor['seeds']} {floor['noise']})")
     return "\n".join(lines)
 
 
@@ -225,6 +226,9 @@ def run_command(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join: auto or ray://host:port (default: a local one).")] = None,
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="s3: predictor gating expensive evaluations (mlp, xgboost, gp, ensemble).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Where the model runs (driver and each worker): auto (default), cpu, cuda, cuda:N, mps.")] = None,
+    max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Runs killed while evaluating one candidate before it is a failed trial (default 2).")] = None,
+    join: Annotated[bool, typer.Option("--join", help="Share a study another live driver is running (default: refuse).")] = False,
+    eval_timeout: Annotated[Optional[str], typer.Option("--eval-timeout", help="Longest one evaluation may run, e.g. 5m (default: 10x the first evaluations, at least 60s).")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -235,9 +239,14 @@ def run_command(
                  "final_seeds": final_seeds, "features": features,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
+<<<<<<< HEAD
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device}
     if evals is not None and evals < 1:
         _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
+=======
+                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device,
+                 "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None}
+>>>>>>> main
     run_config = load_config(config, overrides)
     if run_config.storage:
         from diffsearch.search.storage import check_storage_url
@@ -298,12 +307,14 @@ def export_command(
     study: Annotated[str, typer.Option("--study", help="Study name.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Output JSON path.")] = "best.json",
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The study's model, named again: needed to import a plug-in model.")] = None,
+    trust_study: Annotated[bool, typer.Option("--trust-study", help="Import the plug-in model the study names (it is code).")] = False,
 ) -> None:
     """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact."""
     from diffsearch.search.runner import export_study
 
     _setup_torch()
-    typer.echo(f"wrote {export_study(study, storage, out)}")
+    typer.echo(f"wrote {export_study(study, storage, out, model, trust_study)}")
 
 
 @app.command("show")

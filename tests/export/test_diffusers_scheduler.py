@@ -10,6 +10,7 @@ import torch
 import diffsearch
 from diffsearch.errors import DiffsearchError
 from diffsearch.solvers.schedule import Schedule
+from diffsearch.testing.diffusers_loop import diffusers_loop as shared_loop
 
 diffusers = pytest.importorskip("diffusers")
 from diffsearch.export.diffusers import (  # noqa: E402
@@ -68,20 +69,7 @@ def scheduler_config(model):
 
 def diffusers_loop(model, scheduler, x_T, cond=None, guidance=None):
     """A plain diffusers denoising loop with batched classifier-free guidance."""
-    scheduler.set_timesteps(scheduler.schedule.nfe)
-    x = x_T * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(x, t)
-        with torch.no_grad():
-            if cond is None:
-                out = model.unet(model_input, t).sample
-            else:
-                uncond = model.null_cond.expand_as(cond)
-                both = model.unet(torch.cat([model_input] * 2), t, encoder_hidden_states=torch.cat([cond, uncond])).sample
-                out_c, out_u = both.chunk(2)
-                out = out_u + guidance * (out_c - out_u)
-        x = scheduler.step(out, t, x).prev_sample
-    return x
+    return shared_loop(model.unet, scheduler, x_T, scheduler.schedule.nfe, cond, model.null_cond, guidance)
 
 
 def relative_error(a, b):

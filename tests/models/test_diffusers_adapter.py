@@ -47,7 +47,7 @@ def test_pipeline_directory(pipeline_dir):
     schedule = diffsearch.load_schedule("preset:unipc_bh2", nfe=4, model=model)
     x = diffsearch.sample(model, schedule, torch.randn(2, 1, 8, 8))
     assert x.shape == (2, 1, 8, 8) and torch.isfinite(x).all() and model.nfe == 4
-    assert model.decode(x) is x  # no VAE: identity
+    assert model.decode is None  # no VAE: samples are the images
 
 
 def test_bare_class_conditional_unet(tmp_path):
@@ -114,3 +114,26 @@ def test_missing_and_malformed_directories(tmp_path, pipeline_dir):
     (bare / "config.json").write_text(json.dumps({"_class_name": "VQModel"}))
     (bare / "scheduler_config.json").write_text(json.dumps(BETAS))
     refuse("unet class 'VQModel' is not supported", bare)
+
+
+def test_declared_null_label_is_not_a_class_to_sample(tmp_path):
+    """num_class_embeds = classes + 1 with the null label declared: labels cover the real classes only."""
+    from safetensors.torch import save_file
+
+    from diffsearch.evaluators.noise import noise_set
+
+    unet2d(num_class_embeds=4).save_pretrained(tmp_path)
+    diffusers.DDPMScheduler(**BETAS).save_pretrained(tmp_path)
+    save_file({"null_cond": torch.tensor(3)}, str(tmp_path / "null_cond.safetensors"))
+    model = diffsearch.load_model(f"diffusers:{tmp_path}")
+    assert model.num_classes == 3 and model.null_cond == 3
+    _, labels = noise_set(model, 30)
+    assert sorted(labels.tolist()) == sorted(list(range(3)) * 10)
+    save_file({"null_cond": torch.tensor(0)}, str(tmp_path / "null_cond.safetensors"))
+    refuse("null label 0 must be the last class embedding", tmp_path)
+
+
+def test_declared_capabilities_of_a_diffusers_model(pipeline_dir):
+    model = diffsearch.load_model(f"diffusers:{pipeline_dir}")
+    assert model.data_range is None and model.truth is None and model.reference_data is None
+    assert model.feature_extractor == "raw" and model.blocks.names[0] == "down_blocks.0.resnets.0"

@@ -49,7 +49,8 @@ def test_digits_loads_offline(no_network):
     assert torch.allclose(model.data_mean, digits_split().train_images.mean(0))
     assert model.feature_extractor == "digits"
     images, labels = model.reference_data()
-    assert images.shape == (360, 1, 8, 8) and labels.shape == (360,)
+    assert images.shape == (1437, 1, 8, 8) and labels.shape == (1437,)  # the train split: the FID reference
+    assert model.floor_data()[0].shape == (360, 1, 8, 8)  # held-out digits: the noise floor
 
 
 def test_weights_are_small_and_fingerprinted():

@@ -79,4 +79,4 @@ def test_stage_zero_halves_the_presets_on_a_larger_proxy():
     second = proxy_values(space, [presets[i] for i in shortlist], strategy.policy, samples=128)
     expected = [presets[shortlist[j]] for j in np.argsort(second, kind="stable")[:3]]
     assert attrs["s3:queue:0"][:3] == expected and len(attrs["s3:queue:0"]) == 4
-    assert attrs["s3:gate:0"]["refined"] == 8 and len(attrs["s3:proxy"]) == len(presets)
+    assert attrs["s3:gate:0"]["refined"] == 8 and len(attrs["s3:proxy:0"]) == len(presets)

@@ -95,6 +95,10 @@ def schedules(draw) -> Schedule:
 @given(schedules())
 def test_json_round_trip(schedule):
     assert Schedule.model_validate_json(schedule.model_dump_json()) == schedule
+    if schedule.noise_schedule is None:  # an artifact must name its noise schedule
+        with pytest.raises(DiffsearchError, match="noise_schedule: required"):
+            parse_schedule(schedule.model_dump_json())
+        return
     assert parse_schedule(schedule.model_dump_json()) == schedule
     with tempfile.TemporaryDirectory() as directory:
         path = save_schedule(schedule, Path(directory) / "nested" / "schedule.json")
@@ -119,7 +123,7 @@ def base_schedule() -> dict:
     """A valid 4-step schedule touching every rule (5 NFE: one implicit corrector)."""
     return {
         "schema_version": "diffsearch.schedule/v1",
-        "noise_schedule": None,
+        "noise_schedule": REFERENCE.model_dump(),
         "timesteps": [1.0, 0.6, 0.3, 0.1, 0.001],
         "steps": [
             {"prediction": "data", "order": 1, "start": -1, "derivatives": [],

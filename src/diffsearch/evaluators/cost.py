@@ -1,13 +1,25 @@
-"""Free statistics of a candidate's cost: NFE, MACs per sample (measured), parameters, bytes."""
+"""Free statistics of a candidate's cost: NFE, MACs per sample (measured), parameters, bytes, seconds.
+
+MACs are counted with torch's ``FlopCounterMode`` on one sample, on the model's own device, once
+per (model, network configuration): a configuration that skips or reuses blocks costs what its
+executed operations cost. ``plan_cost`` sums them over a plan's evaluations.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from diffsearch.models.blocks import BlocksConfig
 from diffsearch.models.denoiser import Denoiser
+
+if TYPE_CHECKING:
+    from diffsearch.solvers.plan import Plan
+
+_MACS: weakref.WeakKeyDictionary[Denoiser, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def network_module(model: Denoiser) -> torch.nn.Module | None:
@@ -19,28 +31,88 @@ def network_module(model: Denoiser) -> torch.nn.Module | None:
     return None
 
 
-@lru_cache(maxsize=32)
-def _macs_per_call(model: Denoiser) -> float:
-    """Multiply-accumulates of one network call on one sample, counted by torch's FlopCounterMode."""
+def _config_key(config: Any) -> str:
+    return "full" if config is None else config.model_dump_json()
+
+
+def macs_per_call(model: Denoiser, config: Any = None) -> float:
+    """Multiply-accumulates of one network call on one sample in ``config`` (None: the full network)."""
+    per_model = _MACS.setdefault(model, {})
+    key = _config_key(config)
+    if key not in per_model:
+        per_model[key] = _count_macs(model, config)
+    return per_model[key]
+
+
+def _count_macs(model: Denoiser, config: Any) -> float:
+    """FlopCounterMode over one call; a configuration with reuse first fills the cache, uncounted."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros((1, *model.data_shape))
-    cond = torch.zeros(1, dtype=torch.long) if model.num_classes else None
+    x = torch.zeros((1, *model.data_shape), device=model.device)
+    cond = torch.zeros(1, dtype=torch.long, device=model.device) if model.num_classes else None
+    t = float(model.noise_schedule.t_max) / 2
     counter = FlopCounterMode(display=False)
     nfe = model.nfe
-    with counter, torch.no_grad():
-        model.network(x, float(model.noise_schedule.t_max) / 2, cond)
-    model.nfe = nfe
+    try:
+        with torch.no_grad():
+            model.begin_sample()
+            if config is not None:
+                model.network(x, t, cond, config=BlocksConfig())
+            with counter:
+                model.network(x, t, cond, config=config)
+    finally:
+        model.begin_sample()
+        model.nfe = nfe
     return counter.get_total_flops() / 2.0
 
 
 def cost_statistics(model: Denoiser, nfe: int, guidance: float | None = None) -> dict[str, Any]:
-    """MACs per sample for ``nfe`` evaluations (guidance doubles the batch), parameters and bytes."""
+    """MACs per sample for ``nfe`` full-network evaluations (guidance doubles the batch), parameters and bytes."""
     module = network_module(model)
-    macs = _macs_per_call(model) * nfe * (2 if guidance is not None else 1)
+    macs = macs_per_call(model) * nfe * (2 if guidance is not None else 1)
     result: dict[str, Any] = {"macs_per_sample": macs}
     if module is not None:
         tensors = list(module.parameters()) + list(module.buffers())
         result["params"] = sum(p.numel() for p in module.parameters())
         result["bytes"] = sum(t.numel() * t.element_size() for t in tensors)
     return result
+
+
+def plan_cost(model: Denoiser, plan: Plan, guidance: float | None = None) -> dict[str, float]:
+    """MACs per sample of a whole sampling run, the full network's on the same schedule, and their ratio."""
+    factor = 2 if guidance is not None else 1
+    macs = factor * sum(macs_per_call(model, config) for config in plan.evaluation_configs())
+    full = factor * macs_per_call(model) * plan.nfe
+    return {"macs_per_sample": macs, "full_network_macs_per_sample": full, "macs_ratio": macs / full if full else 1.0}
+
+
+def seconds_per_sample(
+    model: Denoiser, plan: Any, samples: int = 256, repeats: int = 3, cond: Any = None, guidance: float | None = None, seed: int = 0
+) -> dict[str, float]:
+    """Measured seconds per sample of ``sample(model, plan, ...)``: wall clock (median, min, max of ``repeats``
+    runs) and this process's CPU time (median; less sensitive to other load on a shared CPU machine)."""
+    import statistics
+
+    from diffsearch.solvers.sampler import sample
+
+    generator = torch.Generator().manual_seed(seed)
+    x_T = torch.randn((samples, *model.data_shape), generator=generator).to(model.device)
+    cond = cond.to(model.device) if isinstance(cond, torch.Tensor) else cond
+    nfe, times, cpu_times = model.nfe, [], []
+    with torch.no_grad():
+        sample(model, plan, x_T[: min(8, samples)], None if cond is None else cond[: min(8, samples)], guidance)
+        for _ in range(repeats):
+            _synchronize(model.device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            sample(model, plan, x_T, cond, guidance)
+            _synchronize(model.device)
+            times.append((time.perf_counter() - start) / samples)
+            cpu_times.append((time.process_time() - cpu_start) / samples)
+    model.nfe = nfe
+    return {"seconds_per_sample": statistics.median(times), "min": min(times), "max": max(times),
+            "cpu_seconds_per_sample": statistics.median(cpu_times), "repeats": repeats, "samples": samples}
+
+
+def _synchronize(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

@@ -72,7 +72,7 @@ def teacher_error(context: EvalContext) -> float:
 @METRICS.register("frechet_exact")
 def frechet_exact(context: EvalContext) -> float:
     """Frechet distance of the samples to the exact marginal at the final time (models with ``truth``)."""
-    truth = getattr(context.model, "truth", None)
+    truth = context.model.truth
     if truth is None:
         raise DiffsearchError(f"metric frechet_exact needs a model with exact moments (gmm); {context.model.name!r} has none")
     t_final = context.schedule.timesteps[-1]
@@ -98,7 +98,7 @@ def _real_reference(context: EvalContext, metric: str):
 
 def _images(context: EvalContext) -> torch.Tensor:
     """Samples in data space (latent models decode first); never clamped: broken samples must count."""
-    decode = getattr(context.model, "decode", None)
+    decode = context.model.decode
     return decode(context.samples) if decode is not None else context.samples
 
 
@@ -129,8 +129,7 @@ def teacher_reference(model: Denoiser, features: str, samples: int, guidance: fl
     if key not in _TEACHER_STATS:
         teacher = teacher_set(model, TEACHER_SEED, samples, guidance, progress=progress)
         images = teacher.states[-1]
-        decode = getattr(model, "decode", None)
-        images = decode(images) if decode is not None else images
+        images = model.decode(images) if model.decode is not None else images
         extracted = image_metrics.extract_features(_extractor(features), images)
         source = f"teacher ({teacher.info['steps']} steps) on noise seed {TEACHER_SEED}, {samples} samples"
         _TEACHER_STATS[key] = image_metrics.ReferenceStats.from_features(extracted, source=source)
@@ -176,8 +175,8 @@ def kid_teacher(context: EvalContext) -> float:
 def default_features(model: Denoiser, metric: str) -> str:
     """Real-data metrics: the model's feature extractor; teacher metrics: the model's teacher features (raw by default)."""
     if metric in REAL_METRICS:
-        return getattr(model, "feature_extractor", None) or "raw"
-    return getattr(model, "teacher_features", None) or "raw"
+        return model.feature_extractor or "raw"
+    return model.teacher_features or "raw"
 
 
 def default_metrics(model: Denoiser, reference: str | None = None) -> list[str]:
@@ -186,14 +185,14 @@ def default_metrics(model: Denoiser, reference: str | None = None) -> list[str]:
     gmm: exact Frechet; other models: Frechet distance to the teacher (raw features), with real-data FID
     and KID beside it when there is reference data; teacher error for models too large for raw features.
     """
-    declared = getattr(model, "objective", None)
-    if getattr(model, "truth", None) is not None:
+    declared = model.objective
+    if model.truth is not None:
         metrics = ["frechet_exact", "fd_teacher"]
-    elif model.data_shape is not None and int(np.prod(model.data_shape)) > 4096 and not getattr(model, "teacher_features", None):
+    elif model.data_shape is not None and int(np.prod(model.data_shape)) > 4096 and not model.teacher_features:
         metrics = ["teacher_error"]
     else:
         metrics = ["fd_teacher"]
-    if reference or getattr(model, "reference_data", None) is not None:
+    if reference or model.reference_data is not None:
         metrics += ["fid", "kid"]
     if declared:
         metrics = [declared] + [m for m in metrics if m != declared]
@@ -202,7 +201,7 @@ def default_metrics(model: Denoiser, reference: str | None = None) -> list[str]:
 
 def out_of_range(model: Denoiser, samples: torch.Tensor) -> dict[str, float] | None:
     """Share of samples with any value beyond the data range by more than the margin, and the largest excursion."""
-    data_range = getattr(model, "data_range", None)
+    data_range = model.data_range
     if data_range is None:
         return None
     low, high = data_range

@@ -28,8 +28,8 @@ def _floor_samples(model: Denoiser, metric: str, n: int, k: int, guidance: float
     """(samples, sampler description) of the k-th perfect-sampler set for ``metric``."""
     ns = model.noise_schedule
     if metric in REAL_METRICS:
-        data = getattr(model, "floor_data", None) or model.reference_data
-        images = data()[0] if isinstance(data(), (tuple, list)) else data()
+        data = (model.floor_data or model.reference_data)()
+        images = data[0] if isinstance(data, (tuple, list)) else data
         rows = torch.from_numpy(np.random.default_rng(FLOOR_SEED + k).integers(0, len(images), n))
         return images[rows], f"bootstrap draws of {len(images)} real images"
     if metric == "frechet_exact":

@@ -17,7 +17,6 @@ import logging
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.frechet import frechet_distance, gaussian_moments
+from diffsearch.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -174,9 +174,9 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
     """
     from diffsearch.evaluators.features import load_feature_extractor
 
-    if getattr(model, "reference_data", None) is None:
+    if model.reference_data is None:
         raise DiffsearchError(f"model {model.name!r} has no reference_data; pass reference samples or statistics")
-    extractor = load_feature_extractor(extractor or getattr(model, "feature_extractor", "raw"))
+    extractor = load_feature_extractor(extractor or model.feature_extractor or "raw")
     data = model.reference_data()
     images = data[0] if isinstance(data, (tuple, list)) else data
     key = _fingerprint(getattr(extractor, "fingerprint", type(extractor).__name__), _data_hash(images))
@@ -193,13 +193,11 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
 
 def save_reference(stats: ReferenceStats, path: Path) -> Path:
     """Write ``mu``, ``sigma`` (pytorch-fid keys), ``features`` and ``fingerprint`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"mu": stats.mu, "sigma": stats.sigma, "fingerprint": np.array(stats.fingerprint)}
     if stats.features is not None:
         arrays["features"] = stats.features
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(handle.name, path)
     return path
 
 

@@ -4,6 +4,8 @@ The only export module that imports diffusers; import it only when deploying. ``
 every per-step decision of the artifact (solver order, prediction, derivative estimates, correctors)
 inside any diffusers denoising loop; ``to_diffusers_timesteps`` / ``to_diffusers_sigmas`` export only
 the times, for stock schedulers that accept a custom ``timesteps=`` or ``sigmas=`` list.
+``apply_plan(pipe, path)`` installs a ``diffsearch.plan/v1`` artifact (the USFScheduler plus the
+per-evaluation block modes on the pipeline's UNet); ``remove_plan(pipe)`` restores both.
 """
 
 from __future__ import annotations
@@ -325,3 +327,69 @@ def stock_scheduler(export: Mapping[str, Any], base_config: Any = None, device: 
     kind = "timesteps" if "timesteps" in export else "sigmas"
     scheduler.set_timesteps(device=device, **{kind: list(export[kind])})
     return scheduler
+
+
+class _InstalledPlan:
+    """What ``apply_plan`` changed on a pipeline, so that ``remove_plan`` can undo exactly that."""
+
+    def __init__(self, scheduler: Any, handle: Any, installed_hooks: bool) -> None:
+        self.scheduler, self.handle, self.installed_hooks = scheduler, handle, installed_hooks
+
+
+def apply_plan(pipe: Any, source: str | Path | Any) -> USFScheduler:
+    """Install a plan on a diffusers pipeline: its schedule as ``pipe.scheduler``, its block modes on ``pipe.unet``.
+
+    Evaluation k of a run (the USFScheduler's step counter) gets the plan's configuration k; the
+    blocks' reuse cache is reset at the first evaluation of each run. Returns the new scheduler.
+
+    Example:
+        >>> # apply_plan(pipe, "best.json"); images = pipe(...); remove_plan(pipe)
+    """
+    from diffsearch.export.plan import load_plan
+    from diffsearch.models.diffusers_adapter import install_block_hooks
+    from diffsearch.solvers.plan import check_blocks
+
+    if getattr(pipe, "_diffsearch_plan", None) is not None:
+        raise DiffsearchError("apply_plan: this pipeline already has a plan; call remove_plan(pipe) first")
+    plan = load_plan(source)
+    scheduler = USFScheduler.from_artifact(plan.schedule, scheduler_config=pipe.scheduler)
+    handle, installed = None, False
+    if not plan.full_network:
+        installed = getattr(pipe.unet, "_diffsearch_blocks", None) is None
+        runner = install_block_hooks(pipe.unet)
+        check_blocks(plan, runner.names, type(pipe.unet).__name__)
+        handle = pipe.unet.register_forward_pre_hook(_configure_hook(scheduler, runner, plan.evaluation_configs()))
+    pipe._diffsearch_plan = _InstalledPlan(pipe.scheduler, handle, installed)
+    pipe.scheduler = scheduler
+    return scheduler
+
+
+def _configure_hook(scheduler: USFScheduler, runner: Any, configs: tuple[Any, ...]):
+    """A UNet forward pre-hook: configure the blocks for the scheduler's next evaluation."""
+    from diffsearch.models.blocks import config_modes
+
+    def hook(module: Any, args: Any) -> None:
+        index = scheduler._cursor
+        if index == 0:
+            runner.reset()
+        if index >= len(configs):
+            raise DiffsearchError(f"apply_plan: the UNet ran more than the plan's {len(configs)} evaluations")
+        runner.configure(config_modes(configs[index]))
+
+    return hook
+
+
+def remove_plan(pipe: Any) -> None:
+    """Undo ``apply_plan``: the original scheduler, and the UNet without the plan's hooks."""
+    from diffsearch.models.diffusers_adapter import remove_block_hooks
+
+    installed = getattr(pipe, "_diffsearch_plan", None)
+    if installed is None:
+        raise DiffsearchError("remove_plan: this pipeline has no plan installed (apply_plan first)")
+    if installed.handle is not None:
+        installed.handle.remove()
+        pipe.unet._diffsearch_blocks.reset()
+        if installed.installed_hooks:
+            remove_block_hooks(pipe.unet)
+    pipe.scheduler = installed.scheduler
+    del pipe._diffsearch_plan

@@ -8,6 +8,7 @@ import torch
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.reference import sample_batched
+from diffsearch.files import atomic_path
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.schedule import Schedule
 
@@ -21,8 +22,8 @@ def grid_samples(model: Denoiser, schedule: Schedule, per_row: int, seed: int, g
     labels = torch.arange(rows).repeat_interleave(per_row) if model.num_classes else None
     x_T = torch.randn((rows * per_row, *shape), generator=torch.Generator().manual_seed(seed))
     images = sample_batched(model, schedule, x_T, labels, guidance)
-    images = getattr(model, "decode", lambda x: x)(images)
-    low, high = getattr(model, "data_range", (-1.0, 1.0))
+    images = model.decode(images) if model.decode is not None else images
+    low, high = model.data_range if model.data_range is not None else (float(images.min()), float(images.max()))
     return ((images.clamp(low, high) - low) / (high - low)).cpu(), labels, rows
 
 
@@ -46,7 +47,7 @@ def write_grid(model: Denoiser, schedule: Schedule, out: str | Path, per_row: in
     title = f"{schedule.name or 'schedule'} ({schedule.nfe} NFE" + (f", guidance {guidance}" if guidance is not None else "") + ")"
     figure.suptitle(title, fontsize=8)
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path

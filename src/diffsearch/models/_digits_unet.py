@@ -4,6 +4,11 @@ DDPM's UNet (Ho et al. 2020) cut to two resolutions: residual blocks with GroupN
 additive embedding of (timestep, class label) in every block, strided-conv downsampling,
 nearest-neighbour upsampling and concatenated skips. Label ``num_classes`` is the null label of
 classifier-free guidance.
+
+The five residual blocks are named units (``BLOCK_NAMES``) run through ``self.blocks`` (a
+``BlockRunner``): ``skip`` keeps a block's shortcut (its 1x1 conv, or the identity) so every shape
+stays valid (AutoDiffusion); ``reuse`` returns its output from the previous evaluation that ran it,
+skipping the resampling convs that only feed it (DeepCache).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from diffsearch.models.blocks import BlockRunner
+
+BLOCK_NAMES = ("down0", "down1", "mid", "up1", "up0")
 
 
 class UNetConfig(BaseModel):
@@ -78,6 +87,7 @@ class DigitsUNet(nn.Module):
         self.up0 = ResBlock(c1 + c0, c0, emb, groups)
         self.norm_out = nn.GroupNorm(groups, c0)
         self.conv_out = nn.Conv2d(c0, config.in_channels, 3, padding=1)
+        self.blocks = BlockRunner(BLOCK_NAMES)
 
     def embed(self, t_in: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Timestep MLP(sinusoid) plus the label embedding (null label = ``num_classes``)."""
@@ -86,12 +96,17 @@ class DigitsUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t_in: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         emb = self.embed(t_in, labels)
-        h0 = self.down0(self.conv_in(x), emb)
-        h1 = self.down1(self.downsample0(h0), emb)
-        h = self.mid(self.downsample1(h1), emb)
-        h = self.up1(torch.cat([_upsample(h), h1], dim=1), emb)
-        h = self.up0(torch.cat([_upsample(h), h0], dim=1), emb)
+        h0 = self._block("down0", lambda: self.conv_in(x), emb)
+        h1 = self._block("down1", lambda: self.downsample0(h0), emb)
+        h = self._block("mid", lambda: self.downsample1(h1), emb)
+        h = self._block("up1", lambda: torch.cat([_upsample(h), h1], dim=1), emb)
+        h = self._block("up0", lambda: torch.cat([_upsample(h), h0], dim=1), emb)
         return self.conv_out(nn.functional.silu(self.norm_out(h)))
+
+    def _block(self, name: str, block_input, emb: torch.Tensor) -> torch.Tensor:
+        """Residual block ``name`` on the lazily computed ``block_input``, in its current mode."""
+        block = getattr(self, name)
+        return self.blocks.run(name, lambda: block(block_input(), emb), lambda: block.skip(block_input()))
 
 
 def _upsample(x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from diffsearch.models.noise_schedules import NoiseSchedule, noise_schedule_from
 if TYPE_CHECKING:
     import torch
 
+    from diffsearch.models.blocks import BlockRunner
+
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
@@ -36,6 +38,20 @@ class Denoiser:
         name: a display name; fingerprint: identifies the weights (for caches and artifacts).
         modules: the ``torch.nn.Module``s ``fn`` runs, moved by ``to(device)``. ``fn`` receives
             ``x`` on ``device``; a network without modules must handle the device itself.
+        data_range: (low, high) of real data; samples beyond it (by a margin) are counted and, past a
+            share, fail a search evaluation. No metric clamps. None: no range check.
+        reference_data: a callable returning real data (images, or (images, labels)), the
+            FID / KID reference. None: pass reference statistics instead.
+        floor_data: a callable returning real data the reference does not hold (the real-vs-real
+            noise floor of FID / KID). None: ``reference_data``.
+        objective: the default objective metric (chosen by benchmarks/discrimination.py). None: by
+            what the model offers (``frechet_exact`` with ``truth``, else ``fd_teacher``).
+        teacher_features: the feature space of ``fd_teacher`` / ``kid_teacher``. None: ``raw``.
+        truth: an object with the exact moments of the data (``moments(alpha, sigma)``), as gmm's.
+        feature_extractor: the feature extractor (registered name or module) of image metrics.
+        decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
+        blocks: the ``BlockRunner`` of a network with named, skippable blocks; plans with block
+            modes need one. ``fn`` must route its blocks through it.
 
     Example:
         >>> import torch
@@ -59,6 +75,15 @@ class Denoiser:
         name: str = "model",
         fingerprint: str | None = None,
         modules: tuple[Any, ...] = (),
+        data_range: tuple[float, float] | None = None,
+        reference_data: Callable[[], Any] | None = None,
+        truth: Any = None,
+        feature_extractor: Any = "raw",
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        blocks: BlockRunner | None = None,
+        floor_data: Callable[[], Any] | None = None,
+        objective: str | None = None,
+        teacher_features: str | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise DiffsearchError(
@@ -77,6 +102,15 @@ class Denoiser:
         self.nfe = 0
         self.modules = tuple(modules)
         self.device = "cpu"
+        self.data_range = tuple(data_range) if data_range is not None else None
+        self.reference_data = reference_data
+        self.truth = truth
+        self.feature_extractor = feature_extractor
+        self.decode = decode
+        self.blocks = blocks
+        self.floor_data = floor_data
+        self.objective = objective
+        self.teacher_features = teacher_features
 
     def to(self, device: str) -> Denoiser:
         """Move the network's modules and tensors to ``device`` (see ``resolve_device``); returns self."""
@@ -92,13 +126,16 @@ class Denoiser:
         self.device = target
         return self
 
-    def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):
+    def network(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None, config: Any = None):
         """One network evaluation at continuous time ``t``, with classifier-free guidance.
 
         Guidance is ``out_u + w (out_c - out_u)``, with cond and uncond batched into one call
         (one NFE). It is applied to the raw output, which equals guiding eps or x0 (all linear).
+        ``config`` (a ``NetworkConfig``, None = full network) applies to this one call.
         """
         import torch
+
+        self.configure(config)
 
         t_in = torch.full((x.shape[0],), float(self.noise_schedule.model_time(t)), dtype=x.dtype, device=x.device)
         if guidance is None or cond is None:
@@ -122,11 +159,26 @@ class Denoiser:
             return self.null_cond.to(cond.device, cond.dtype).expand_as(cond)
         return torch.full_like(cond, self.null_cond)
 
-    def predict(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None):
+    def configure(self, config: Any) -> None:
+        """The declared hook: hand one evaluation's network configuration to the network's blocks."""
+        from diffsearch.models.blocks import config_modes
+
+        modes = config_modes(config)
+        if self.blocks is not None:
+            self.blocks.configure(modes)
+        elif modes:
+            raise DiffsearchError(f"model {self.name!r} declares no blocks; a plan with block modes cannot run on it")
+
+    def begin_sample(self) -> None:
+        """Start a sampling run: forget the blocks' reuse cache of the previous one."""
+        if self.blocks is not None:
+            self.blocks.reset()
+
+    def predict(self, x: torch.Tensor, t: float, cond: Any = None, guidance: float | None = None, config: Any = None):
         """Noise and data predictions (eps, x0) at continuous time ``t`` (s3_spec.md 1.1)."""
         alpha = float(self.noise_schedule.alpha(t))
         sigma = float(self.noise_schedule.sigma(t))
-        out = self.network(x, t, cond, guidance)
+        out = self.network(x, t, cond, guidance, config)
         if self.prediction_type == "epsilon":
             return out, (x - sigma * out) / alpha
         if self.prediction_type == "sample":

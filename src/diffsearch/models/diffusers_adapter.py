@@ -18,26 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.models.blocks import BlockRunner
 from diffsearch.models.denoiser import PREDICTION_TYPES, Denoiser
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 NULL_COND_FILE = "null_cond.safetensors"
+BLOCK_PATTERN = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.(resnets|attentions)\.\d+$")
 
 
 class DiffusersDenoiser(Denoiser):
-    """A Denoiser around a diffusers UNet; ``decode`` maps samples to images (VAE or identity)."""
+    """A Denoiser around a diffusers UNet (``unet``, optional ``vae``); blocks hooked, latents decoded."""
 
-    unet: Any = None
-    vae: Any = None
+    def __init__(self, fn: Any, noise_schedule: Any, prediction_type: Any, *, unet: Any, vae: Any = None, **options: Any) -> None:
+        self.unet, self.vae = unet, vae
+        blocks = install_block_hooks(unet)
+        decode = self.decode_latents if vae is not None else None
+        super().__init__(fn, noise_schedule, prediction_type, decode=decode, blocks=blocks, **options)
 
-    def decode(self, latents):
-        """Images from samples: the VAE decoder for latent pipelines, the identity otherwise."""
-        if self.vae is None:
-            return latents
+    def decode_latents(self, latents):
+        """Images from latents: the VAE decoder (latents divided by its ``scaling_factor``)."""
         import torch
 
         with torch.no_grad():
@@ -186,12 +190,84 @@ def load_diffusers_model(directory: str | Path) -> DiffusersDenoiser:
     noise_schedule, prediction_type = schedule_settings(directory, scheduler_file)
     unet = load_unet(directory, unet_dir)
     vae = load_vae(directory, vae_dir) if vae_dir is not None else None
-    num_classes = getattr(unet.config, "num_class_embeds", None)
-    model = DiffusersDenoiser(
-        network(unet), noise_schedule, prediction_type, data_shape=data_shape(unet, vae),
-        num_classes=num_classes, null_cond=null_condition(directory, unet),
+    null_cond = null_condition(directory, unet)
+    return DiffusersDenoiser(
+        network(unet), noise_schedule, prediction_type, unet=unet, vae=vae, data_shape=data_shape(unet, vae),
+        num_classes=real_classes(directory, unet, null_cond), null_cond=null_cond,
         name=directory.name or str(directory), fingerprint=weights_fingerprint(unet_dir),
         modules=tuple(module for module in (unet, vae) if module is not None),
     )
-    model.unet, model.vae = unet, vae
-    return model
+
+
+def real_classes(directory: Path, unet, null_cond: Any) -> int | None:
+    """The classes to sample: ``num_class_embeds``, less the null label when one is declared (the last)."""
+    embeddings = getattr(unet.config, "num_class_embeds", None)
+    if embeddings is None or not isinstance(null_cond, int):
+        return embeddings
+    if null_cond != embeddings - 1:
+        raise _fail(directory, f"null label {null_cond} must be the last class embedding ({embeddings - 1}); labels 0..{embeddings - 2} are the classes")
+    return embeddings - 1
+
+
+def block_modules(unet) -> dict[str, Any]:
+    """The UNet's named blocks: residual blocks and (residual) attention layers, in execution order."""
+    return {
+        name: module for name, module in unet.named_modules()
+        if BLOCK_PATTERN.match(name) and getattr(module, "residual_connection", True)
+    }
+
+
+def block_shortcut(module, args: tuple, kwargs: dict) -> Any:
+    """What a skipped block returns: a resnet's shortcut path, the identity for attention."""
+    hidden = args[0] if args else kwargs.get("hidden_states", kwargs.get("input_tensor"))
+    if type(module).__name__ != "ResnetBlock2D":
+        if type(module).__name__ == "Transformer2DModel":
+            return _transformer_output(hidden, kwargs.get("return_dict", True))
+        return hidden
+    if module.upsample is not None:
+        hidden = module.upsample(hidden)
+    elif module.downsample is not None:
+        hidden = module.downsample(hidden)
+    if module.conv_shortcut is not None:
+        hidden = module.conv_shortcut(hidden)
+    return hidden / module.output_scale_factor
+
+
+def _transformer_output(hidden, return_dict: bool) -> Any:
+    if not return_dict:
+        return (hidden,)
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    return Transformer2DModelOutput(sample=hidden)
+
+
+def install_block_hooks(unet) -> BlockRunner:
+    """Route the UNet's named blocks through one ``BlockRunner`` (idempotent: returns the installed one)."""
+    if isinstance(getattr(unet, "_diffsearch_blocks", None), BlockRunner):
+        return unet._diffsearch_blocks
+    modules = block_modules(unet)
+    runner = BlockRunner(tuple(modules))
+    unet._diffsearch_previous_forwards = {name: module.__dict__.get("forward") for name, module in modules.items()}
+    for name, module in modules.items():
+        module.forward = _wrapped_forward(runner, name, module, module.forward)
+    unet._diffsearch_blocks = runner
+    return runner
+
+
+def _wrapped_forward(runner: BlockRunner, name: str, module, forward):
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return runner.run(name, lambda: forward(*args, **kwargs), lambda: block_shortcut(module, args, kwargs))
+
+    return wrapped
+
+
+def remove_block_hooks(unet) -> None:
+    """Undo ``install_block_hooks``: each module's ``forward`` is what it was before."""
+    if getattr(unet, "_diffsearch_blocks", None) is None:
+        return
+    previous = unet._diffsearch_previous_forwards
+    for name, module in block_modules(unet).items():
+        module.__dict__.pop("forward", None)
+        if previous.get(name) is not None:
+            module.forward = previous[name]
+    del unet._diffsearch_blocks, unet._diffsearch_previous_forwards

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.files import atomic_path, atomic_write_text
 from diffsearch.models._digits_unet import DigitsUNet, UNetConfig
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.noise_schedules import noise_schedule_from
@@ -249,10 +250,10 @@ def write_weights(module: torch.nn.Module, path: Path, metadata: dict[str, Any])
     """Write ``module``'s weights as safetensors and ``metadata`` (+ torch version, sha256) as JSON beside them."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    with atomic_path(path) as temporary:
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(temporary))
     metadata = {**metadata, "torch_version": torch.__version__, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json.dumps(metadata, indent=2) + "\n")
     return path
 
 
@@ -265,7 +266,7 @@ def load_unet(weights: str | Path | None = None) -> DigitsUNet:
 
 
 def build_digits(weights: str | Path | None = None) -> Denoiser:
-    """The ``digits`` model: class-conditional epsilon UNet, null label 10, held-out reference data.
+    """The ``digits`` model: class-conditional epsilon UNet, null label 10, the train split as FID reference.
 
     Example:
         >>> model = build_digits()
@@ -285,48 +286,23 @@ def build_digits(weights: str | Path | None = None) -> Denoiser:
         name="digits",
         fingerprint=f"digits-{file_fingerprint(path)}",
         modules=(unet,),
+        data_range=(-1.0, 1.0),
+        reference_data=train_data,
+        floor_data=held_out_data,
+        feature_extractor="digits",
+        blocks=unet.blocks,
+        objective="teacher_error",  # the best discrimination at 5 and 10 NFE (benchmarks/discrimination.py)
+        teacher_features="raw",
     )
     model.unet = unet
-    model.feature_extractor = "digits"
-    model.data_range = (-1.0, 1.0)
-    model.reference_data = train_data
-    model.floor_data = held_out_data
-    # chosen by benchmarks/discrimination.py: the best (best preset - floor) / seed std at 5 and 10 NFE
-    model.objective, model.teacher_features = "teacher_error", "raw"
     return model
 
 
-def evaluate_digits(
-    weights: str | Path | None = None, nfe: int = 20, guidances: tuple[float, ...] = (1.0, 1.5, 2.0), n: int = 360, seed: int = 1
-) -> dict[str, Any]:
-    """Sample quality at ``nfe`` DPM-Solver++(2M) steps: classifier accuracy, FID, KID vs held-out."""
-    import diffsearch
-    from diffsearch.evaluators.features import load_feature_extractor
-    from diffsearch.evaluators.image_metrics import ReferenceStats, extract_features, fid_from_features, kid_from_features
-
-    model, classifier = build_digits(weights), load_feature_extractor("digits")
-    reference = ReferenceStats.from_features(extract_features(classifier, held_out_data()[0]))
-    schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=nfe, model=model)
-    labels = torch.arange(n) % 10
-    x_T = torch.randn((n, 1, 8, 8), generator=torch.Generator().manual_seed(seed))
-    results: dict[str, Any] = {"schedule": "preset:dpmpp_2m", "nfe": nfe, "samples": n, "noise_seed": seed,
-                               "clamped_to": [-1, 1], "features": classifier.fingerprint, "by_guidance": {}}
-    for guidance in guidances:
-        samples = diffsearch.sample(model, schedule, x_T, cond=labels, guidance=guidance).clamp(-1, 1)
-        features = extract_features(classifier, samples)
-        results["by_guidance"][str(guidance)] = {
-            "classifier_accuracy": float((classifier.classify(samples) == labels).float().mean()),
-            "fid": fid_from_features(features, reference),
-            "kid": kid_from_features(features, reference)[0],
-        }
-    train_features = extract_features(classifier, digits_split().train_images)
-    results["real_train_vs_held_out"] = {"fid": fid_from_features(train_features, reference),
-                                         "kid": kid_from_features(train_features, reference)[0]}
-    return results
-
-
 def main(argv: list[str] | None = None) -> None:
-    """``python -m diffsearch.models.digits train [--out DIR] [--steps N] [--minutes M]`` or ``evaluate``."""
+    """``python -m diffsearch.models.digits train [--out DIR] [--steps N] [--minutes M]``.
+
+    Sample quality of the weights: ``python -m diffsearch.evaluators.digits_quality [--write]``.
+    """
     parser = argparse.ArgumentParser(prog="python -m diffsearch.models.digits")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train the digits UNet and write its weights + JSON")
@@ -335,28 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--minutes", type=float, default=None, help="stop early after M minutes (not reproducible)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=TrainConfig().threads)
-    evaluate = commands.add_parser("evaluate", help="20-NFE sample accuracy / FID / KID; --write adds them to the JSON")
-    evaluate.add_argument("--weights", type=Path, default=UNET_WEIGHTS)
-    evaluate.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "evaluate":
-        return _evaluate_command(args.weights, args.write)
     config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
     unet, info = train_digits(config, minutes=args.minutes)
     path = save_digits(unet, config, info, args.out)
     print(json.dumps(info, indent=2))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-
-
-def _evaluate_command(weights: Path, write: bool) -> None:
-    torch.set_num_threads(TrainConfig().threads)
-    results = evaluate_digits(weights)
-    print(json.dumps(results, indent=2))
-    if write:
-        metadata_path = weights.with_suffix(".json")
-        metadata = json.loads(metadata_path.read_text())
-        metadata["metrics"]["samples"] = results
-        metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,6 @@ def build_gmm(
         data_mean=mixture.moments()[0].float(),
         name="gmm",
         fingerprint=f"gmm-{mixture.fingerprint()}-{schedule.fingerprint}",
+        truth=mixture,
     )
-    model.truth = mixture
     return model

@@ -12,7 +12,9 @@ from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
 RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "storage", "progress", "cache",
-                     "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device")
+                     "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device",
+                     "max_attempts", "eval_timeout", "join")
+MAX_CONFIG_BYTES = 1_000_000
 
 
 class RunConfig(BaseModel):
@@ -49,6 +51,9 @@ class RunConfig(BaseModel):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each Ray evaluator actor reserves")
     ray_address: str | None = Field(None, description="Ray cluster to join (auto, ray://host:port); default: embedded local cluster")
     max_retries: int = Field(2, ge=0, description="re-evaluations on a fresh actor after an evaluator died")
+    max_attempts: int = Field(2, ge=1, le=100, description="runs killed while evaluating one candidate before it becomes a failed trial")
+    join: bool = Field(False, description="share a study another live driver is running (default: refuse, naming the holder)")
+    eval_timeout: str | None = Field(None, description="longest one evaluation may run (90s, 5m); default: 10x the slowest of the first evaluations, at least 60s")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="where the model runs, in the driver and in each worker: auto (cuda if visible), cpu, cuda, cuda:N, mps")
 
@@ -57,12 +62,13 @@ class RunConfig(BaseModel):
     def _study(cls, value: str | None) -> str | None:
         return None if value is None else validate_study_name(value)
 
-    @field_validator("time")
+    @field_validator("time", "eval_timeout")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
             parse_duration(value)
         return value
+
 
     @model_validator(mode="before")
     @classmethod
@@ -83,12 +89,20 @@ class RunConfig(BaseModel):
             raise ValueError("workers > 1, gpus_per_worker and ray_address need executor: ray (--executor ray)")
         return self
 
+    @model_validator(mode="after")
+    def _typed_strategy_options(self) -> RunConfig:
+        from diffsearch.search.strategies import STRATEGIES, validate_strategy_options
+
+        if self.strategy in STRATEGIES:  # an unknown name is reported, with the valid ones, when it is resolved
+            validate_strategy_options(self.strategy, self.strategy_options)
+        return self
+
     def study_name(self) -> str:
         if self.study:
             return self.study
-        model = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model)
+        model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
-        return f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}-seed{self.seed}"
+        return validate_study_name(f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}-seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the search (a resumed study must agree on them)."""
@@ -120,16 +134,51 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
     if path:
         import yaml
 
-        file = Path(path)
-        if not file.is_file():
-            raise DiffsearchError(f"--config {path}: no such file")
-        data = yaml.safe_load(file.read_text()) or {}
-        if not isinstance(data, dict):
-            raise DiffsearchError(f"--config {path}: expected a mapping of run settings")
+        data = read_yaml(Path(path))
     data.update({key: value for key, value in overrides.items() if value is not None})
+    return validate_config(data)
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a mapping; a bad value is one DiffsearchError line naming the key."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise DiffsearchError(f"config {where}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise DiffsearchError(f"config {where}: {message}" if where else f"config: {message}") from None
+
+
+def read_yaml(file: Path) -> dict[str, Any]:
+    """A run config mapping from YAML: safe tags only, no aliases (no alias bombs), at most 1 MB."""
+    import yaml
+
+    if not file.is_file():
+        raise DiffsearchError(f"--config {file}: no such file")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise DiffsearchError(f"--config {file}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = yaml.load(file.read_text(), Loader=_no_alias_loader()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        mark = getattr(error, "problem_mark", None)
+        raise DiffsearchError(f"--config {file}: not a plain YAML mapping ({problem}{f' at line {mark.line + 1}' if mark else ''})") from None
+    if not isinstance(data, dict):
+        raise DiffsearchError(f"--config {file}: expected a mapping of run settings")
+    return data
+
+
+def _no_alias_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """SafeLoader that refuses anchors and aliases (``&a`` / ``*a``): configs never need them."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a run config", event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader

@@ -7,7 +7,11 @@ that imports ``ray`` (lazily, inside the Ray executor), besides the Tune adapter
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import signal
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,9 +32,10 @@ class Executor(Protocol):
     """Evaluate up to ``slots`` candidates at once; results come back in completion order."""
 
     slots: int
+    timeout: float  # seconds one evaluation may run before it is a failed result (math.inf: no limit)
 
-    def submit(self, key: int, candidate: Candidate) -> None:
-        """Start evaluating ``candidate`` under ``key`` (a trial number)."""
+    def submit(self, key: int, candidate: Candidate, overrides: dict[str, Any] | None = None) -> None:
+        """Start evaluating ``candidate`` under ``key`` (a trial number); ``overrides`` replace settings (proxies)."""
 
     def next_result(self) -> tuple[int, dict[str, Any]]:
         """Block until one submitted evaluation is done: (key, result dict)."""
@@ -47,18 +52,62 @@ def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samp
             "device": config.device}
 
 
-def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None) -> dict[str, Any]:
-    """Decode and evaluate one candidate on the search noise; failures become a failed result."""
+class EvaluationTimeout(Exception):
+    """An evaluation ran past the executor's timeout."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise EvaluationTimeout in the block after ``seconds`` (SIGALRM; main thread only, else no limit)."""
+    if not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise EvaluationTimeout(f"the evaluation ran past its {seconds:.0f}s timeout (--eval-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf) -> dict[str, Any]:
+    """Decode and evaluate one candidate on the search noise; failures and timeouts become a failed result."""
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
 
     try:
-        schedule = space.decode(candidate)
-        result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
-                          metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache)
-    except Exception as error:  # a broken candidate is a failed trial, never a crashed search
+        with time_limit(timeout):
+            schedule = space.decode(candidate)
+            result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
+                              metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache if settings.get("cache", True) else None)
+    except Exception as error:  # a broken or hung candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return result
+
+
+def proxy_settings(samples: int, metric: str) -> dict[str, Any]:
+    """Setting overrides of a cheap proxy evaluation: few samples, no guidance, no reference, no cache."""
+    return {"samples": samples, "metric": metric, "guidance": None, "reference": None, "cache": False}
+
+
+def evaluate_batch(executor: Executor, candidates: list[Candidate], overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evaluate ``candidates`` through ``executor`` (``slots`` at a time) with ``overrides``; results in order.
+
+    Keys are negative, so they never collide with the trial numbers of evaluations in flight."""
+    results: dict[int, dict[str, Any]] = {}
+    waiting = list(enumerate(candidates))
+    while waiting or len(results) < len(candidates):
+        while waiting and executor.free_slots() > 0:
+            index, candidate = waiting.pop(0)
+            executor.submit(-1 - index, candidate, overrides)
+        key, result = executor.next_result(only_negative=True)
+        results[-1 - key] = result
+    return [results[index] for index in range(len(candidates))]
 
 
 @EXECUTORS.register("inline")
@@ -69,13 +118,18 @@ class InlineExecutor:
 
     def __init__(self, run: Run) -> None:
         self.run, self.settings, self.queue = run, evaluation_settings(run.config, run.space, run.metric, run.search_samples), deque()
+        self.timeout = math.inf
 
-    def submit(self, key: int, candidate: Candidate) -> None:
-        self.queue.append((key, candidate))
+    def free_slots(self) -> int:
+        return 1 - len(self.queue)
 
-    def next_result(self) -> tuple[int, dict[str, Any]]:
-        key, candidate = self.queue.popleft()
-        return key, evaluate_candidate(self.run.model, self.run.space, candidate, self.settings, self.run.cache)
+    def submit(self, key: int, candidate: Candidate, overrides: dict[str, Any] | None = None) -> None:
+        self.queue.append((key, candidate, overrides or {}))
+
+    def next_result(self, only_negative: bool = False) -> tuple[int, dict[str, Any]]:
+        """Evaluate the oldest submitted candidate now, under the SIGALRM time limit."""
+        key, candidate, overrides = self.queue.popleft()
+        return key, evaluate_candidate(self.run.model, self.run.space, candidate, {**self.settings, **overrides}, self.run.cache, self.timeout)
 
     def close(self) -> None:
         self.queue.clear()
@@ -98,9 +152,10 @@ class Evaluator:
         self.space = SPACES.get(settings["space"])(self.model, parse_budget(settings["budget"]), **settings["space_options"])
         self.cache = cache_for(self.model, settings["cache"])
 
-    def evaluate(self, candidate: Candidate) -> dict[str, Any]:
+    def evaluate(self, candidate: Candidate, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """The result dict of one candidate (never raises for a broken candidate)."""
-        return {**evaluate_candidate(self.model, self.space, candidate, self.settings, self.cache), "pid": os.getpid(),
+        settings = {**self.settings, **(overrides or {})}
+        return {**evaluate_candidate(self.model, self.space, candidate, settings, self.cache), "pid": os.getpid(),
                 "device": self.model.device}
 
     def ready(self) -> int:
@@ -118,8 +173,10 @@ class RayExecutor:
         self.slots, self.gpus, self.max_retries = config.workers, config.gpus_per_worker, config.max_retries
         self.address, self.settings = config.ray_address, evaluation_settings(config, run.space, run.metric, run.search_samples)
         self.idle: list[Any] = []
-        self.inflight: dict[Any, tuple[int, Any, Candidate]] = {}
+        self.inflight: dict[Any, tuple[int, Any, Candidate, dict[str, Any], float]] = {}
+        self.done: deque[tuple[int, dict[str, Any]]] = deque()  # results set aside while a proxy batch waited
         self.attempts: dict[int, int] = {}
+        self.timeout = math.inf
         self.owns_ray = False
         self.ray = None
 
@@ -163,33 +220,66 @@ class RayExecutor:
         """A fresh evaluator actor: one CPU, ``gpus_per_worker`` GPUs, no automatic restarts."""
         return self.actor_class.options(num_cpus=1, num_gpus=self.gpus, max_restarts=0, max_task_retries=0).remote(self.settings)
 
-    def submit(self, key: int, candidate: Candidate) -> None:
+    def free_slots(self) -> int:
+        return self.slots - len(self.inflight)
+
+    def submit(self, key: int, candidate: Candidate, overrides: dict[str, Any] | None = None) -> None:
         """Send ``candidate`` to an idle actor (starting Ray and the pool on first use)."""
         if self.ray is None:
             self._start()
         if not self.idle:
             raise RuntimeError("ray executor: submit() with every worker busy")
         actor = self.idle.pop()
-        self.inflight[actor.evaluate.remote(candidate)] = (key, actor, candidate)
+        self.inflight[actor.evaluate.remote(candidate, overrides)] = (key, actor, candidate, overrides or {}, time.monotonic())
 
-    def next_result(self) -> tuple[int, dict[str, Any]]:
-        """The first finished evaluation; an actor death is retried here, not returned."""
+    def next_result(self, only_negative: bool = False) -> tuple[int, dict[str, Any]]:
+        """The first finished evaluation (``only_negative``: of a proxy batch; others are set aside);
+        an actor death is retried here, a timed-out evaluation's actor is replaced."""
+        for index, (key, result) in enumerate(self.done):
+            if not only_negative or key < 0:
+                del self.done[index]
+                return key, result
         while True:
-            [ref], _ = self.ray.wait(list(self.inflight), num_returns=1)
-            key, actor, candidate = self.inflight.pop(ref)
-            try:
-                result = self.ray.get(ref)
-            except dead_worker_errors() as error:
-                outcome = self._retry(key, actor, candidate, error)
-                if outcome is None:
-                    continue
-                return key, outcome
-            except Exception as error:  # e.g. a result that cannot be deserialised: fail, do not retry
-                result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-            self.idle.append(actor)
-            return key, {**result, "retries": self.attempts.pop(key, 0)}
+            ref = self._wait()
+            key, actor, candidate, overrides, _ = self.inflight.pop(ref)
+            outcome = self._outcome(ref, key, actor, candidate, overrides)
+            if outcome is None:
+                continue
+            if only_negative and key >= 0:
+                self.done.append((key, outcome))
+                continue
+            return key, outcome
 
-    def _retry(self, key: int, actor, candidate: Candidate, error: Exception) -> dict[str, Any] | None:
+    def _wait(self):
+        """The next finished reference, or one whose evaluation ran past ``timeout`` (its actor killed)."""
+        while True:
+            oldest = min(started for *_, started in self.inflight.values())
+            remaining = max(self.timeout - (time.monotonic() - oldest), 0.05) if math.isfinite(self.timeout) else None
+            ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=remaining)
+            if ready:
+                return ready[0]
+            for ref, (*_, started) in self.inflight.items():
+                if time.monotonic() - started >= self.timeout:
+                    return ref
+
+    def _outcome(self, ref, key: int, actor, candidate: Candidate, overrides: dict[str, Any]) -> dict[str, Any] | None:
+        """The result of a finished (or timed-out) reference; None when it was resubmitted."""
+        ready, _ = self.ray.wait([ref], timeout=0)
+        if not ready:  # hung past the timeout: the actor is killed and replaced, the candidate fails
+            self.ray.kill(actor)
+            self.idle.append(self._new_actor())
+            self.attempts.pop(key, None)
+            return {"status": "failed", "error": f"the evaluation ran past its {self.timeout:.0f}s timeout (--eval-timeout); its actor was replaced"}
+        try:
+            result = self.ray.get(ref)
+        except dead_worker_errors() as error:
+            return self._retry(key, actor, candidate, overrides, error)
+        except Exception as error:  # e.g. a result that cannot be deserialised: fail, do not retry
+            result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        self.idle.append(actor)
+        return {**result, "retries": self.attempts.pop(key, 0)}
+
+    def _retry(self, key: int, actor, candidate: Candidate, overrides: dict[str, Any], error: Exception) -> dict[str, Any] | None:
         """Replace the dead actor; resubmit the candidate, or give up after ``max_retries``."""
         self.ray.kill(actor)  # usually dead already; a lost result may leave it alive
         self.idle.append(self._new_actor())
@@ -198,14 +288,14 @@ class RayExecutor:
             retries = self.attempts.pop(key) - 1
             message = f"evaluator died {retries + 1} times ({type(error).__name__}); not retried again"
             return {"status": "failed", "error": message, "retries": retries}
-        self.submit(key, candidate)
+        self.submit(key, candidate, overrides)
         return None
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this executor started it."""
         if self.ray is None:
             return
-        for actor in [*self.idle, *(actor for _, actor, _ in self.inflight.values())]:
+        for actor in [*self.idle, *(entry[1] for entry in self.inflight.values())]:
             self.ray.kill(actor)
         self.idle, self.inflight = [], {}
         if self.owns_ray:

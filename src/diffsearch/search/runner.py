@@ -21,7 +21,7 @@ from diffsearch.export.artifact import save_schedule
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.loading import load_model
 from diffsearch.search import storage
-from diffsearch.search.config import RunConfig, parse_duration
+from diffsearch.search.config import RunConfig, parse_duration, validate_config
 from diffsearch.search.strategies import STRATEGIES, Strategy
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
 from diffsearch.solvers.schedule import Schedule
@@ -43,6 +43,7 @@ class Run:
     final_samples: int
     cache: Any = None
     executor: Any = None
+    lease: Any = None  # storage.Lease while the search loop holds the study
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SearchResult:
 
 def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     """Search and final sample counts (per held-out set): cheap exact models get more samples."""
-    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 2000)
+    search, final = (4000, 20000) if model.truth is not None else (1000, 2000)
     return config.search_samples or search, config.final_samples or final
 
 
@@ -78,6 +79,19 @@ def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     return model, space, metric
 
 
+def output_path(config: RunConfig) -> Path:
+    """Where the artifact goes: ``--out``, else runs/<study>/best.json."""
+    return Path(config.out) if config.out else storage.RUNS_DIR / config.study_name() / "best.json"
+
+
+def preflight(config: RunConfig) -> None:
+    """Check, before any model is loaded, that the study name is safe and the study and artifact can be written."""
+    from diffsearch.files import check_output_file
+
+    storage.check_storage(config.study_name(), config.storage)
+    check_output_file(output_path(config), "--out", create_folder=config.out is None)
+
+
 def prepare(config: RunConfig) -> Run:
     """Resolve names to objects and open (or resume) the study."""
     model, space, metric = resolve(config)
@@ -88,7 +102,33 @@ def prepare(config: RunConfig) -> Run:
 
     run = Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
     run.executor = make_executor(run)
+    if hasattr(strategy, "attach"):
+        strategy.attach(_proxy_runner(run), config.max_attempts)
     return run
+
+
+def _proxy_runner(run: Run):
+    """``run_batch(candidates, samples, metric)`` for the s3 proxies: through the run's executor, like every evaluation."""
+    from diffsearch.search.executors import evaluate_batch, proxy_settings
+
+    def run_batch(candidates: list[Candidate], samples: int, metric: str) -> list[dict[str, Any]]:
+        run.executor.timeout = eval_timeout(run)
+        return evaluate_batch(run.executor, candidates, proxy_settings(samples, metric))
+
+    run_batch.slots = run.executor.slots
+    return run_batch
+
+
+FIRST_EVALUATIONS, TIMEOUT_FACTOR, MIN_TIMEOUT_S, UNMEASURED_TIMEOUT_S = 5, 10.0, 60.0, 900.0
+
+
+def eval_timeout(run: Run) -> float:
+    """``--eval-timeout``, else 10x the slowest of the first 5 completed evaluations (at least 60 s; 900 s before any)."""
+    if run.config.eval_timeout:
+        return parse_duration(run.config.eval_timeout)
+    walls = [t.user_attrs["result"].get("wall_time_s") or 0.0 for t in run.study.get_trials(deepcopy=False)
+             if t.value is not None and isinstance(t.user_attrs.get("result"), dict)][:FIRST_EVALUATIONS]
+    return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * max(walls)) if walls else UNMEASURED_TIMEOUT_S
 
 
 def phase(run: Run, message: str) -> None:
@@ -126,6 +166,8 @@ FLOOR_SEEDS_PER_RUN = 3
 def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
     """Record the candidate on its trial; False when an identical one's value was reused (told)."""
     fingerprint = candidate_fingerprint(candidate)
+    if run.lease is not None:
+        trial.set_user_attr("driver", run.lease.id)
     for key, value in (("candidate", candidate), ("fingerprint", fingerprint), ("tags", tags)):
         trial.set_user_attr(key, storage.json_safe(value))
     return not _told_duplicate(run, trial, fingerprint)
@@ -153,6 +195,16 @@ def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     run.study.tell(trial, float(value))
 
 
+def _tell_owned(run: Run, trial, result: dict[str, Any]) -> None:
+    """``tell_result``, unless another driver already finished the trial (it judged this driver's lease expired)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        tell_result(run, trial, result)
+    except UpdateFinishedTrialError:
+        pass
+
+
 def _failed():
     import optuna
 
@@ -167,7 +219,7 @@ def next_trial(run: Run, pending: list[dict[str, Any]]):
     history = storage.history(run.study)
     distributions = run.strategy.distributions(history)
     trial = run.study.ask(distributions) if distributions else run.study.ask()
-    rng = np.random.default_rng([run.config.seed, trial.number])
+    rng = np.random.default_rng([run.config.seed, len(history)])  # proposals so far: killed attempts do not shift it
     params = trial.params if distributions else None
     candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
     return trial, candidate, tags
@@ -178,7 +230,7 @@ def search_loop(run: Run) -> None:
 
     Up to ``executor.slots`` trials are in flight at once; results are told as they complete.
     """
-    pending = storage.recover_stale(run.study)
+    pending = storage.recover_stale(run.study, run.config.max_attempts, run.lease)
     deadline = time.monotonic() + parse_duration(run.config.time) if run.config.time else math.inf
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
@@ -194,6 +246,7 @@ def search_loop(run: Run) -> None:
                 while may_ask():
                     trial, candidate, tags = next_trial(run, pending)
                     if start_trial(run, trial, candidate, tags):
+                        run.executor.timeout = eval_timeout(run)
                         run.executor.submit(trial.number, candidate)
                         inflight[trial.number] = trial
                     else:
@@ -201,7 +254,7 @@ def search_loop(run: Run) -> None:
                 if not inflight:
                     break
                 number, result = run.executor.next_result()
-                tell_result(run, inflight.pop(number), result)
+                _tell_owned(run, inflight.pop(number), result)
                 update()
         finally:
             run.executor.close()
@@ -250,14 +303,16 @@ def _ranked(run: Run) -> list[storage.Record]:
 
 
 def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
-    """Held-out scores on one noise set: the objective plus real-data FID (the costly teacher error only if it is the objective)."""
+    """Held-out scores on one noise set: the objective plus real-data FID and fd_teacher (the costly teacher error only if it
+    is the objective); a side metric that cannot be computed for this model is dropped, never the finalist."""
     others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
-    metrics = list(dict.fromkeys([run.metric, *others]))
-    try:
-        return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
-                        metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
-    except Exception as error:
-        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    for metrics in (list(dict.fromkeys([run.metric, *others])), [run.metric]):
+        try:
+            return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
+                            metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
+        except Exception as error:
+            failure = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+    return failure
 
 
 def _summarise(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -411,6 +466,7 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
         >>> result.schedule.nfe
         4
     """
+<<<<<<< HEAD
     from diffsearch.search.progress import log_lines
 
     config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
@@ -441,10 +497,47 @@ def record_execution(run: Run, before: int) -> None:
 
 def export_study(name: str, storage_url: str | None, out: str | Path) -> Path:
     """Write the best schedule of an existing, finished study (``search export``)."""
+=======
+    config = config if isinstance(config, RunConfig) else validate_config(config)
+    preflight(config)
+    run = prepare(config)
+    run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
+    with storage.Lease(run.study, config.join) as run.lease:
+        search_loop(run)
+        final = final_stage(run)
+    schedule = build_artifact(run, final)
+    path = output_path(config)
+    save_schedule(schedule, path)
+    return SearchResult(config.study_name(), schedule, path)
+
+
+def is_plugin(spec: str) -> bool:
+    """True for ``module:factory`` / ``file.py:factory`` specs: loading them runs their code."""
+    return ":" in spec and not spec.startswith("diffusers:")
+
+
+def export_study(name: str, storage_url: str | None, out: str | Path, model: str | None = None, trust_study: bool = False) -> Path:
+    """Write the best schedule of an existing, finished study (``search export``).
+
+    A plug-in model named inside the study is imported only when ``model`` names it again or
+    ``trust_study`` is set: a received study file must not run code on its own."""
+    from diffsearch.files import check_output_file
+
+    check_output_file(out, "--out", create_folder=False)
+>>>>>>> main
     study = storage.load_existing(name, storage_url)
     identity = study.user_attrs.get("config")
     if not identity or not study.user_attrs.get("final"):
         raise DiffsearchError(f"study {name!r} has no final stage yet; run the search to completion first")
-    config = RunConfig.model_validate({**identity, "study": name, "storage": storage_url, "progress": False})
+    stored = str(identity.get("model", ""))
+    if model is not None and model != stored:
+        raise DiffsearchError(f"--model {model}: study {name!r} was searched with model {stored!r}")
+    if is_plugin(stored) and model is None and not trust_study:
+        raise DiffsearchError(f"study {name!r} uses the plug-in model {stored!r}, which is code: pass --model {stored} "
+                              "(or --trust-study) to import it")
+    try:
+        config = RunConfig.model_validate({**identity, "study": name, "storage": storage_url, "progress": False})
+    except Exception as error:
+        raise DiffsearchError(f"study {name!r}: its stored config is not valid ({type(error).__name__})") from None
     run = prepare(config)
     return save_schedule(build_artifact(run, study.user_attrs["final"]), out)

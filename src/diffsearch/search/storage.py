@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.search.config import validate_study_name
 from diffsearch.search.strategies import Record, StudyState
 
 RUNS_DIR = Path("runs")
@@ -63,20 +69,49 @@ def optuna_storage(url: str):
     return JournalStorage(JournalFileBackend(url.removeprefix(JOURNAL)))
 
 
+def check_storage(name: str, storage: str | None) -> None:
+    """Pre-flight: the study name is safe and the folder of a file storage exists (or is created) and is writable."""
+    from diffsearch.files import check_writable_folder
+
+    validate_study_name(name)
+    path = storage_file(storage or default_storage(name))
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DiffsearchError(f"--storage: cannot create the folder {path.parent} ({error.strerror})") from None
+    check_writable_folder(path.parent, "--storage")
+    if path.exists() and not path.is_file():
+        raise DiffsearchError(f"--storage {path}: is not a file")
+
+
+def _unreadable(url: str, error: Exception) -> DiffsearchError:
+    """One line for a storage that cannot be opened: unreachable, corrupt or truncated."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DiffsearchError(f"--storage {url}: cannot read the study database ({type(error).__name__}: {detail[:200]}); "
+                           "if the file is corrupt, restore it from a copy or move it aside to start over")
+
+
 def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]):
     """Create or load the study; a loaded one must have been created by the same search config."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
+<<<<<<< HEAD
     check_storage_url(url)
     path = storage_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+=======
+    check_storage(name, storage)
+>>>>>>> main
     try:
         study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
-    except Exception as error:  # a bad URL or unreachable database
-        raise DiffsearchError(f"--storage {url}: cannot open the study ({type(error).__name__}: {error})") from None
+        study.get_trials(deepcopy=False)  # reads every table: a corrupt file fails here, not mid-search
+    except Exception as error:  # a bad URL, an unreachable database, a corrupt file
+        raise _unreadable(url, error) from None
     stored = study.user_attrs.get("config")
     if stored is None:
         study.set_user_attr("config", identity)
@@ -94,17 +129,96 @@ def load_existing(name: str, storage: str | None):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    validate_study_name(name)
     url = storage or default_storage(name)
     check_storage_url(url)
     path = storage_file(url)
     if path is not None and not path.is_file():
         raise DiffsearchError(f"no study {name!r}: {path} does not exist (see runs/)")
     try:
-        return optuna.load_study(study_name=name, storage=optuna_storage(url))
+        study = optuna.load_study(study_name=name, storage=optuna_storage(url))
+        study.get_trials(deepcopy=False)
+        return study
     except KeyError:
         raise DiffsearchError(f"no study {name!r} in {url}") from None
+<<<<<<< HEAD
     except Exception as error:  # an unreachable server, a file that is not a study database
         raise DiffsearchError(f"--storage {url}: cannot open the study ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+=======
+    except Exception as error:
+        raise _unreadable(url, error) from None
+
+
+LEASE_PREFIX, LEASE_TTL_S, HEARTBEAT_S = "lease:", 60.0, 10.0
+
+
+def _alive(lease: dict[str, Any], now: float) -> bool:
+    """A lease is live while its heartbeat is fresh; on this host, only while its process exists."""
+    if not lease or lease.get("released") or now - float(lease.get("heartbeat", 0)) > LEASE_TTL_S:
+        return False
+    if lease.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(lease["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lease:
+    """This driver's claim on a study: a heartbeat in the study's user attrs (as Optuna's RDB heartbeat),
+    refreshed by a background thread; other drivers re-queue only trials whose driver's lease expired."""
+
+    def __init__(self, study, join: bool = False) -> None:
+        self.study, self.join = study, join
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def others(self) -> dict[str, dict[str, Any]]:
+        """Live leases of other drivers: driver id -> lease."""
+        now = time.time()
+        return {key.removeprefix(LEASE_PREFIX): value for key, value in self.study.user_attrs.items()
+                if key.startswith(LEASE_PREFIX) and key != LEASE_PREFIX + self.id and _alive(value, now)}
+
+    def __enter__(self) -> Lease:
+        others = self.others()
+        if others and not self.join:
+            holder, lease = next(iter(others.items()))
+            raise DiffsearchError(f"study {self.study.study_name!r} is being run by driver {lease['host']} pid {lease['pid']} "
+                                  f"(heartbeat {time.time() - lease['heartbeat']:.0f}s ago); wait for it, or pass --join to share the work")
+        self._beat()
+        self._thread = threading.Thread(target=self._heartbeats, name="diffsearch-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self, released: bool = False) -> None:
+        self.study.set_user_attr(LEASE_PREFIX + self.id, {"host": socket.gethostname(), "pid": os.getpid(),
+                                                          "heartbeat": time.time(), "released": released})
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # a busy database: the next beat retries; the TTL is six beats
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._beat(released=True)
+        except Exception:
+            pass
+
+    def stale(self, trial) -> bool:
+        """True when ``trial`` (RUNNING) belongs to no live driver: this one, or one whose lease expired."""
+        owner = trial.user_attrs.get("driver")
+        return owner is None or owner == self.id or owner not in self.others()
+>>>>>>> main
 
 
 def state_of(study) -> StudyState:
@@ -118,7 +232,7 @@ def history(study) -> list[Record]:
     records = []
     for trial in study.get_trials(deepcopy=False):
         candidate = trial.user_attrs.get("candidate")
-        if candidate is None:
+        if candidate is None or trial.user_attrs.get("interrupted"):  # a killed attempt: its re-queued twin counts
             continue
         value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
         records.append(Record(trial.number, candidate, value, trial.user_attrs.get("fingerprint", ""), trial.user_attrs.get("tags", {})))
@@ -135,15 +249,45 @@ def completed_value(study, fingerprint: str) -> tuple[int, float] | None:
     return None
 
 
-def recover_stale(study) -> list[dict[str, Any]]:
-    """Fail trials left RUNNING by a killed run; return their candidates to evaluate first."""
+def recover_stale(study, max_attempts: int = 2, lease: Lease | None = None) -> list[dict[str, Any]]:
+    """Fail trials left RUNNING by a killed run (with a ``lease``: only those whose driver's lease expired); return
+    the interrupted candidates not evaluated since, to run first.
+
+    A candidate whose evaluation was killed ``max_attempts`` times is a failed trial instead (not re-queued)."""
     import optuna
 
-    pending = []
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (the run was killed); re-queued")
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        if trial.user_attrs.get("candidate") is not None:
+    trials = study.get_trials(deepcopy=False)
+    attempts: dict[str, int] = {}
+    for trial in trials:
+        if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint"):
+            attempts[trial.user_attrs["fingerprint"]] = attempts.get(trial.user_attrs["fingerprint"], 0) + 1
+    for trial in (t for t in trials if t.state == optuna.trial.TrialState.RUNNING and (lease is None or lease.stale(t))):
+        fingerprint = trial.user_attrs.get("fingerprint")
+        attempts[fingerprint] = attempts.get(fingerprint, 0) + 1
+        _fail_stale(study, trial, attempts[fingerprint] if fingerprint else 0, max_attempts)
+    return _requeue(study)
+
+
+def _fail_stale(study, trial, attempts: int, max_attempts: int) -> None:
+    """Mark one stale trial FAIL: ``interrupted`` (re-queued) or, past ``max_attempts``, a failed evaluation."""
+    import optuna
+
+    given_up = attempts >= max_attempts
+    error = (f"the evaluation killed its process {attempts} times (--max-attempts {max_attempts}); not retried" if given_up
+             else "interrupted (the run was killed); re-queued")
+    study._storage.set_trial_user_attr(trial._trial_id, "error", error)
+    study._storage.set_trial_user_attr(trial._trial_id, "attempts" if given_up else "interrupted", attempts if given_up else True)
+    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _requeue(study) -> list[dict[str, Any]]:
+    """Interrupted candidates (oldest first) with no later record: a kill between re-queue and record loses none."""
+    recorded = {record.fingerprint for record in history(study)}
+    pending, seen = [], set()
+    for trial in study.get_trials(deepcopy=False):
+        fingerprint = trial.user_attrs.get("fingerprint")
+        if trial.user_attrs.get("interrupted") and fingerprint and fingerprint not in recorded | seen:
+            seen.add(fingerprint)
             pending.append({"candidate": trial.user_attrs["candidate"], "tags": trial.user_attrs.get("tags", {})})
     return pending
 
@@ -152,12 +296,12 @@ def count_evaluations(study) -> dict[str, int]:
     """Expensive evaluations (completed, not duplicates), failures and duplicates."""
     import optuna
 
-    counts = {"expensive": 0, "failed": 0, "duplicates": 0}
+    counts = {"expensive": 0, "failed": 0, "duplicates": 0, "interrupted": 0}
     for trial in study.get_trials(deepcopy=False):
         if trial.state == optuna.trial.TrialState.COMPLETE:
             counts["duplicates" if "duplicate_of" in trial.user_attrs else "expensive"] += 1
         elif trial.state == optuna.trial.TrialState.FAIL:
-            counts["failed"] += 1
+            counts["interrupted" if trial.user_attrs.get("interrupted") else "failed"] += 1
     return counts
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from diffsearch.errors import DiffsearchError
+from diffsearch.predictors.gating import GatePolicy
 from diffsearch.registry import Registry
 from diffsearch.spaces.base import Candidate, SearchSpace, candidate_fingerprint
 
@@ -40,11 +43,59 @@ class StudyState:
         self.get, self.set = get, set_
 
 
+class NoOptions(BaseModel):
+    """Strategy options (``strategy_options``): typed, bounded, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EvolutionOptions(NoOptions):
+    population: int = Field(20, ge=2, le=10_000)  # newest evaluations forming the population
+    tournament: int = Field(5, ge=1, le=1000)  # members per tournament
+    crossover: float = Field(0.3, ge=0, le=1)  # probability of crossover before the mutation
+
+
+class StartupOptions(NoOptions):
+    startup: int = Field(10, ge=0, le=10_000)  # random trials before the model-based sampler
+
+
+class PopulationOptions(NoOptions):
+    population: int = Field(20, ge=2, le=10_000)  # NSGA-II population size
+
+
+class S3Options(GatePolicy):
+    """s3's options: the gate policy plus the evolution knobs of each stage."""
+
+    predictor: str = Field("ensemble", max_length=64)  # registered predictor
+    gating: bool = True  # proxy cascade + kill switch; False = predictor top-k only
+    parents: int = Field(15, ge=1, le=10_000)  # best evaluated candidates mutated per stage
+    mutants: int = Field(200, ge=1, le=100_000)  # offspring drawn per stage (the predictor ranks them)
+
+
+def validate_strategy_options(strategy: str, options: dict[str, Any]) -> BaseModel:
+    """``options`` checked against the strategy's options model; one line naming the bad key."""
+    return _parse_options(STRATEGIES.get(strategy).Options, strategy, options)
+
+
+def _parse_options(model: type[BaseModel], strategy: str, options: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        allowed = ", ".join(model.model_fields) or "none"
+        raise DiffsearchError(f"strategy_options.{key}: {first['msg']} (strategy {strategy} takes: {allowed})") from None
+
+
 class Strategy(ABC):
     """Propose the next candidate from the history of evaluated ones."""
 
+    Options: type[BaseModel] = NoOptions
+
     def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
-        self.space, self.seed, self.options = space, seed, options
+        self.space, self.seed = space, seed
+        self.settings = _parse_options(self.Options, type(self).__name__, options)
+        self.options = self.settings.model_dump()
         self._initial = space.initial()
 
     def optuna_sampler(self):
@@ -109,6 +160,8 @@ def bred(space: SearchSpace, population: list[Record], rng: np.random.Generator,
 class EvolutionStrategy(Strategy):
     """Regularized (aging) evolution: the population is the newest ``population`` evaluations."""
 
+    Options = EvolutionOptions
+
     def next_candidate(self, history, params, rng, state):
         population = completed(history)[-int(self.options.get("population", 20)) :]
         if len(population) < 2:
@@ -122,16 +175,46 @@ class S3Strategy(Strategy):
     """Multi-stage predictor-gated evolution (S³): per stage, many mutants are ranked by a learned predictor
     (pretrained on cheap proxies, fine-tuned on expensive labels); only the best by proxy (plus explorers) are evaluated."""
 
-    def __init__(self, space: SearchSpace, seed: int = 0, predictor: str = "ensemble", gating: bool = True, **options: Any) -> None:
+    Options = S3Options
+
+    def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
         from diffsearch.predictors import PREDICTORS
-        from diffsearch.predictors.gating import GatePolicy
 
         super().__init__(space, seed, **options)
-        PREDICTORS.get(predictor)
-        self.predictor, self.policy = predictor, GatePolicy.from_options(options) if gating else None
+        PREDICTORS.get(self.settings.predictor)
+        self.predictor, self.policy = self.settings.predictor, GatePolicy.from_options(self.options) if self.settings.gating else None
         self._memo: dict[str, Any] = {}  # s3:* attrs this instance read or wrote (it is their only writer)
         self._features: dict[str, np.ndarray] = {}
         self._operators: dict[str, str] = {}  # offspring fingerprint -> mutation / crossover (stored in the stage tags)
+        self.run_batch, self.max_attempts = None, 2
+        self._killed: set[str] = set()  # fingerprints whose proxy killed the run more than max_attempts times
+
+    def attach(self, run_batch, max_attempts: int) -> None:
+        """Evaluate proxies with ``run_batch(candidates, samples, metric)`` (the search's executor); a proxy
+        whose evaluation killed the run ``max_attempts`` times counts as failed."""
+        self.run_batch, self.max_attempts = run_batch, max_attempts
+
+    def _proxy_scores(self, state, key: str, candidates: list[Candidate], samples: int | None = None) -> list[float | None]:
+        """Proxy values of ``candidates``, stored in the study under ``key`` as they are computed: a resumed
+        run reuses them, and one that keeps killing the run fails after ``max_attempts``."""
+        from diffsearch.predictors.gating import proxy_values
+
+        stored = dict(self._get(state, key) or {})
+        todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
+        chunk = max(getattr(self.run_batch, "slots", 1), 1)
+        for begin in range(0, len(todo), chunk):
+            batch = todo[begin : begin + chunk]
+            for candidate in batch:  # record the attempt before it runs: a crash here is counted on resume
+                entry = stored.get(candidate_fingerprint(candidate), {})
+                attempts = entry.get("attempts", 0) + 1
+                stored[candidate_fingerprint(candidate)] = {"attempts": attempts, **({"value": None} if attempts > self.max_attempts else {})}
+            self._set(state, key, dict(stored))
+            runnable = [c for c in batch if "value" not in stored[candidate_fingerprint(c)]]
+            for candidate, value in zip(runnable, proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []):
+                stored[candidate_fingerprint(candidate)] = {**stored[candidate_fingerprint(candidate)], "value": value}
+            self._set(state, key, dict(stored))
+        self._killed |= {fp for fp, entry in stored.items() if entry.get("attempts", 0) > self.max_attempts}
+        return [stored[candidate_fingerprint(c)]["value"] for c in candidates]
 
     def _get(self, state, key: str) -> Any:
         """``state.get`` memoized: study user attrs are deep-copied on every read."""
@@ -207,7 +290,7 @@ class S3Strategy(Strategy):
 
     def _gate(self, history, candidates, scores, rng, state, stage: int):
         """The cascade: predictor -> proxy -> expensive; ungated (random offspring) while the online tau is low."""
-        from diffsearch.predictors.gating import online_tau, order_by_value, proxy_values, split_top_and_random
+        from diffsearch.predictors.gating import online_tau, order_by_value, split_top_and_random
 
         policy, (mu, sigma) = self.policy, scores
         tau, labels = online_tau(history, policy.tau_window, policy.tau_min_labels)
@@ -219,10 +302,10 @@ class S3Strategy(Strategy):
         count = max(policy.top_k + policy.explore, int(np.ceil(policy.proxy_fraction * len(candidates))))
         top, random_picks = split_top_and_random(mu - policy.kappa * sigma, count, policy.proxy_explore, rng)
         proxied = top + random_picks
-        values = proxy_values(self.space, [candidates[i] for i in proxied], policy)
+        values = self._proxy_scores(state, f"s3:proxy_values:{stage}:0", [candidates[i] for i in proxied])
         self._save_proxies(state, stage, [candidates[i] for i in proxied], values)
         promoted = order_by_value(values, proxied)[: min(policy.top_k, sum(v is not None for v in values))]
-        rest = [i for i in range(len(candidates)) if i not in promoted]
+        rest = [i for i in range(len(candidates)) if i not in promoted and candidate_fingerprint(candidates[i]) not in self._killed]
         explorers = [rest[int(j)] for j in rng.choice(len(rest), size=min(policy.explore, len(rest)), replace=False)] if rest else []
         chosen = promoted + explorers
         tags = [{"gate": "promoted" if i in promoted else "explorer", "predicted": float(mu[i])} for i in chosen]
@@ -235,6 +318,7 @@ class S3Strategy(Strategy):
         seen = {record.fingerprint for record in history}
         pending = [(label, c) for label, c in self._initial if candidate_fingerprint(c) not in seen]
         order, refined = self._halve([c for _, c in pending], state)
+        order = [i for i in order if candidate_fingerprint(pending[i][1]) not in self._killed]  # never re-run a process killer
         promoted = order[: self.policy.initial_promote]
         rest = order[self.policy.initial_promote :]
         chosen = promoted + ([rest[int(rng.integers(len(rest)))]] if rest else [])
@@ -245,18 +329,18 @@ class S3Strategy(Strategy):
 
     def _halve(self, candidates: list[Candidate], state) -> tuple[list[int], int]:
         """Indices best first: all by the proxy, then the best ``initial_shortlist`` re-ranked on twice the samples."""
-        from diffsearch.predictors.gating import order_by_value, proxy_values
+        from diffsearch.predictors.gating import order_by_value
 
         policy = self.policy
         _log.info(f"s3 stage 0: proxy of {len(candidates)} presets on {policy.proxy_samples} samples")
-        values = proxy_values(self.space, candidates, policy)
+        values = self._proxy_scores(state, "s3:proxy_values:0:0", candidates)
         self._save_proxies(state, 0, candidates, values)  # one fidelity in the pretraining pool: the first round only
         order = order_by_value(values, range(len(values)))
         shortlist = [i for i in order[: policy.initial_shortlist] if values[i] is not None]
         if len(shortlist) <= policy.initial_promote:
             return order, 0
         _log.info(f"s3 stage 0: best {len(shortlist)} presets again on {2 * policy.proxy_samples} samples")
-        refined = proxy_values(self.space, [candidates[i] for i in shortlist], policy, samples=2 * policy.proxy_samples)
+        refined = self._proxy_scores(state, "s3:proxy_values:0:1", [candidates[i] for i in shortlist], samples=2 * policy.proxy_samples)
         best = order_by_value(refined, shortlist)
         return best + [i for i in order if i not in best], len(shortlist)
 
@@ -268,15 +352,19 @@ class S3Strategy(Strategy):
         self._set(state, "s3:stage", stage)
 
     def _save_proxies(self, state, stage: int, candidates, values) -> None:
-        """Append the stage's proxy labels to ``s3:proxy`` (the pretraining set)."""
+        """The stage's proxy labels as ``s3:proxy:<stage>`` (the pretraining set; idempotent on resume)."""
         new = [{"candidate": c, "value": v, "stage": stage} for c, v in zip(candidates, values) if v is not None]
-        self._set(state, "s3:proxy", (self._get(state, "s3:proxy") or []) + new)
+        self._set(state, f"s3:proxy:{stage}", new)
+
+    def _proxy_pool(self, state, stage: int) -> list[dict[str, Any]]:
+        """Every stage's proxy labels before ``stage`` (and a study's pre-resume-exact ``s3:proxy`` list)."""
+        return (self._get(state, "s3:proxy") or []) + [p for k in range(stage) for p in self._get(state, f"s3:proxy:{k}") or []]
 
     def _predict(self, done: list[Record], candidates: list[Candidate], state, stage: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread of the registered predictor, pretrained on every proxy label so far, fine-tuned on ``done``."""
         from diffsearch.predictors.pretrain import train_predictor
 
-        proxies = self._get(state, "s3:proxy") or []
+        proxies = self._proxy_pool(state, stage)
         labelled = (self._encode([r.candidate for r in done]), np.asarray([r.value for r in done]), np.full(len(done), self._nfe()))
         pool = (self._encode([p["candidate"] for p in proxies]), np.asarray([p["value"] for p in proxies]), np.full(len(proxies), self._nfe())) if proxies else None
         predictor = train_predictor(self.predictor, labelled, pool, seed=self.seed)
@@ -302,6 +390,8 @@ class OptunaStrategy(Strategy):
 class TPEStrategy(OptunaStrategy):
     """Optuna's multivariate TPE."""
 
+    Options = StartupOptions
+
     def optuna_sampler(self):
         import optuna
 
@@ -312,6 +402,8 @@ class TPEStrategy(OptunaStrategy):
 class GPStrategy(OptunaStrategy):
     """Optuna's Gaussian-process Bayesian optimisation (slow in many dimensions)."""
 
+    Options = StartupOptions
+
     def optuna_sampler(self):
         import optuna
 
@@ -321,6 +413,8 @@ class GPStrategy(OptunaStrategy):
 @STRATEGIES.register("nsga2")
 class NSGA2Strategy(OptunaStrategy):
     """Optuna's NSGA-II genetic algorithm (single objective here: the search metric)."""
+
+    Options = PopulationOptions
 
     def optuna_sampler(self):
         import optuna

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SCHEMA_VERSION = "diffsearch.schedule/v1"
 MAX_ORDER = 4
+MAX_STEPS = 1000  # bound on steps per schedule (a 1000-step schedule samples in seconds; 200,000 ran for minutes)
+MAX_COEFFICIENT = 1e6  # bound on |coefficient| of a derivative scale
 Scale = Literal["none", "bh1", "bh2", "linear", "exp", "constant"]
 Prediction = Literal["noise", "data"]
 FirstStep = Literal["model", "zero_x0", "mean_x0"]
@@ -33,15 +35,15 @@ class Derivative(_Value):
     ``exp`` 1 + c (e^z - 1); ``constant`` c; ``none`` 1.
     """
 
-    points: tuple[int, ...]
+    points: tuple[int, ...] = Field(max_length=2 * MAX_ORDER)
     scale: Scale = "none"
     coefficient: float = 0.0
 
     @field_validator("coefficient")
     @classmethod
     def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
+        if not math.isfinite(value) or abs(value) > MAX_COEFFICIENT:
+            raise ValueError(f"must be a finite number within +-{MAX_COEFFICIENT:g}")
         return value
 
 
@@ -51,7 +53,7 @@ class Corrector(_Value):
 
     kind: Literal["pseudo", "implicit"] = "pseudo"
     order: int = Field(2, ge=1, le=MAX_ORDER)
-    derivatives: tuple[Derivative, ...] = ()
+    derivatives: tuple[Derivative, ...] = Field((), max_length=MAX_ORDER)
 
 
 class Step(_Value):
@@ -63,8 +65,8 @@ class Step(_Value):
 
     prediction: Prediction = "data"
     order: int = Field(1, ge=1, le=MAX_ORDER)
-    start: int = Field(-1, le=-1)
-    derivatives: tuple[Derivative, ...] = ()
+    start: int = Field(-1, le=-1, ge=-MAX_STEPS)
+    derivatives: tuple[Derivative, ...] = Field((), max_length=MAX_ORDER)
     corrector: Corrector | None = None
 
     @model_validator(mode="before")
@@ -120,10 +122,10 @@ class Schedule(_Value):
     """
 
     schema_version: Literal["diffsearch.schedule/v1"] = SCHEMA_VERSION
-    name: str | None = None
+    name: str | None = Field(None, max_length=256)
     noise_schedule: NoiseScheduleRef | None
-    timesteps: tuple[float, ...]
-    steps: tuple[Step, ...]
+    timesteps: tuple[float, ...] = Field(max_length=MAX_STEPS + 1)
+    steps: tuple[Step, ...] = Field(max_length=MAX_STEPS)
     first_step: FirstStep = "model"
     nfe: int | None = None
     metrics: dict[str, Any] | None = None
@@ -148,8 +150,8 @@ def _check_timesteps(timesteps: tuple[float, ...], n_steps: int) -> None:
     if len(timesteps) != n_steps + 1:
         raise ValueError(f"timesteps: {n_steps} steps need {n_steps + 1} timesteps, got {len(timesteps)}")
     for index, value in enumerate(timesteps):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"timesteps[{index}]: {value} is not a finite time >= 0")
+        if not math.isfinite(value) or not 0 <= value <= 1:
+            raise ValueError(f"timesteps[{index}]: {value} is not a time in [0, 1] (t = 1 is pure noise, 0 clean data)")
     for index in range(n_steps):
         if not timesteps[index] > timesteps[index + 1]:
             raise ValueError(

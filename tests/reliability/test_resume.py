@@ -1,0 +1,66 @@
+"""kill -9 at every phase of the default s3 search, then resume: the same artifact as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+
+import pytest
+
+from tests.reliability.conftest import essence, evaluated, tiny_search
+
+# (batch rows, network call) at which the first run is SIGKILLed. Stage 0 proxies every preset on
+# 32 rows (32 distinct presets x 4 calls), re-ranks 8 on 64 rows, truly evaluates 6 on 200 rows; stage 1
+# proxies offspring on 32 rows and evaluates on 200; the final stage re-scores on 400 rows.
+PHASES = {"stage0_proxies": "32:90", "stage0_refine": "64:20", "presets": "200:10", "stage1_proxies": "32:140",
+          "mid_stage": "200:33", "final_stage": "400:6"}
+
+
+def killed_then_resumed(tmp_path, seed: int, kill: str):
+    study = f"killed{seed}"
+    first = tiny_search(tmp_path, study, "--seed", str(seed), "--evals", "10", env={"DIFFSEARCH_KILL": kill})
+    assert first.returncode == -signal.SIGKILL, (first.returncode, first.stderr[-2000:])
+    second = tiny_search(tmp_path, study, "--seed", str(seed), "--evals", "10")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return tmp_path / "runs" / study
+
+
+def resumed(folder) -> dict:
+    return {**essence(folder / "best.json"), "evaluated": evaluated(folder.with_suffix(".db"))}
+
+
+@pytest.mark.slow
+def test_killed_during_presets_resumes_to_the_same_artifact(tmp_path, references):
+    folder = killed_then_resumed(tmp_path, 0, PHASES["presets"])
+    assert resumed(folder) == references(0)
+    connection = sqlite3.connect(tmp_path / "runs" / "killed0.db")
+    errors = [json.loads(v) for (v,) in connection.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'error'")]
+    assert errors == ["interrupted (the run was killed); re-queued"]  # one attempt lost, re-queued, nothing else failed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_killed_at_any_phase_resumes_to_the_same_artifact(tmp_path, references, phase, seed):
+    folder = killed_then_resumed(tmp_path, seed, PHASES[phase])
+    assert resumed(folder) == references(seed)
+
+
+@pytest.mark.slow
+def test_stage0_proxies_are_stored_and_not_recomputed(tmp_path, references):
+    """Killed after some stage-0 proxies: they are in the study, and the resumed run evaluates only the rest."""
+    first = tiny_search(tmp_path, "proxies", "--evals", "10", env={"DIFFSEARCH_KILL": "32:90"})
+    assert first.returncode == -signal.SIGKILL
+    connection = sqlite3.connect(tmp_path / "runs" / "proxies.db")
+    (stored,) = connection.execute("SELECT value_json FROM study_user_attributes WHERE key = 's3:proxy_values:0:0'").fetchone()
+    done = {fingerprint: entry for fingerprint, entry in json.loads(stored).items() if "value" in entry}
+    assert len(done) == 22  # 89 calls of 4 NFE: 22 whole proxies before the kill, each stored as computed
+    log = tmp_path / "calls.log"
+    assert tiny_search(tmp_path, "proxies", "--evals", "10", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
+    calls = log.read_text().split()
+    proxied_calls = calls.index("64")  # 32-row calls before stage 0's refinement round
+    assert proxied_calls == 4 * (32 - 22)  # only the 10 missing of the 32 distinct presets were evaluated
+    (stored,) = connection.execute("SELECT value_json FROM study_user_attributes WHERE key = 's3:proxy_values:0:0'").fetchone()
+    assert all(json.loads(stored)[fingerprint] == entry for fingerprint, entry in done.items())
+    assert resumed(tmp_path / "runs" / "proxies") == references(0)
