@@ -239,14 +239,10 @@ def run_command(
                  "final_seeds": final_seeds, "features": features,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
-<<<<<<< HEAD
-                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device}
-    if evals is not None and evals < 1:
-        _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
-=======
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device,
                  "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None}
->>>>>>> main
+    if evals is not None and evals < 1:
+        _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
     run_config = load_config(config, overrides)
     if run_config.storage:
         from diffsearch.search.storage import check_storage_url

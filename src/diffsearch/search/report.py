@@ -97,27 +97,10 @@ def study_report(names: list[str], storage_url: str | None, top: int, plots: str
     studies = [storage.load_existing(name, storage_url) for name in names]
     folder = Path(plots) if plots else storage.RUNS_DIR / names[0]
     folder.mkdir(parents=True, exist_ok=True)
-<<<<<<< HEAD
     tables = {"candidates": [row for study in studies for row in top_rows(study, top)],
               "stages": [row for study in studies for row in gating_rows(study)]}
     written = [plot_best_so_far(studies, folder / "best_so_far.png", plt)]
     points = final_by_nfe(studies)
-=======
-    rows = [row for study in studies for row in top_rows(study, top)]
-    rows += [row for study in studies for row in gating_rows(study)]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for study in studies:
-        axis.plot(range(1, len(best_so_far(study)) + 1), best_so_far(study), label=study.study_name)
-    metric = (studies[0].user_attrs.get("config") or {}).get("metric") or "objective"
-    axis.set(xlabel="expensive evaluations", ylabel=f"best {metric} (search noise)", yscale="log", title="best so far")
-    axis.legend(fontsize=7)
-    written = [folder / "best_so_far.png"]
-    figure.tight_layout()
-    with atomic_path(written[0]) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
-    plt.close(figure)
-    points = _final_by_nfe(studies)
->>>>>>> main
     if len(points) > 1:
         written.append(plot_metric_vs_nfe(points, metric_of(studies[0]), folder / "metric_vs_nfe.png", plt))
     return tables, written, legend(studies[0])
@@ -133,7 +116,8 @@ def plot_best_so_far(studies, path: Path, plt) -> Path:
     axis.set(xlabel="expensive evaluations", ylabel=f"{metric} (lower is better)", title=f"best {metric} so far")
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2 if len(studies) == 1 else 1, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path
 
@@ -194,11 +178,7 @@ def plot_metric_vs_nfe(points, metric: str, path: Path, plt) -> Path:
              yscale="log" if max(values) > 10 * min(values) > 0 else "linear")
     axis.legend(fontsize=8)
     figure.tight_layout()
-<<<<<<< HEAD
-    figure.savefig(path, dpi=110)
-=======
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
->>>>>>> main
+        figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return path

@@ -466,19 +466,20 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
         >>> result.schedule.nfe
         4
     """
-<<<<<<< HEAD
     from diffsearch.search.progress import log_lines
 
-    config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
+    config = config if isinstance(config, RunConfig) else validate_config(config)
+    preflight(config)
     with log_lines(config.progress):
         run = prepare(config)
         run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
         before = storage.count_evaluations(run.study)["expensive"]
-        search_loop(run)
-        record_execution(run, before)
-        final = final_stage(run)
+        with storage.Lease(run.study, config.join) as run.lease:
+            search_loop(run)
+            record_execution(run, before)
+            final = final_stage(run)
         schedule = build_artifact(run, final)
-        path = Path(config.out or storage.RUNS_DIR / config.study_name() / "best.json")
+        path = output_path(config)
         save_schedule(schedule, path)
         _log.info(f"exported {path}")
     return SearchResult(config.study_name(), schedule, path)
@@ -495,22 +496,6 @@ def record_execution(run: Run, before: int) -> None:
         run.study.set_user_attr("executions", [*run.study.user_attrs.get("executions", []), storage.json_safe(execution)])
 
 
-def export_study(name: str, storage_url: str | None, out: str | Path) -> Path:
-    """Write the best schedule of an existing, finished study (``search export``)."""
-=======
-    config = config if isinstance(config, RunConfig) else validate_config(config)
-    preflight(config)
-    run = prepare(config)
-    run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
-    with storage.Lease(run.study, config.join) as run.lease:
-        search_loop(run)
-        final = final_stage(run)
-    schedule = build_artifact(run, final)
-    path = output_path(config)
-    save_schedule(schedule, path)
-    return SearchResult(config.study_name(), schedule, path)
-
-
 def is_plugin(spec: str) -> bool:
     """True for ``module:factory`` / ``file.py:factory`` specs: loading them runs their code."""
     return ":" in spec and not spec.startswith("diffusers:")
@@ -524,7 +509,6 @@ def export_study(name: str, storage_url: str | None, out: str | Path, model: str
     from diffsearch.files import check_output_file
 
     check_output_file(out, "--out", create_folder=False)
->>>>>>> main
     study = storage.load_existing(name, storage_url)
     identity = study.user_attrs.get("config")
     if not identity or not study.user_attrs.get("final"):

@@ -99,14 +99,8 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
-<<<<<<< HEAD
     check_storage_url(url)
-    path = storage_file(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-=======
     check_storage(name, storage)
->>>>>>> main
     try:
         study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
         study.get_trials(deepcopy=False)  # reads every table: a corrupt file fails here, not mid-search
@@ -141,10 +135,6 @@ def load_existing(name: str, storage: str | None):
         return study
     except KeyError:
         raise DiffsearchError(f"no study {name!r} in {url}") from None
-<<<<<<< HEAD
-    except Exception as error:  # an unreachable server, a file that is not a study database
-        raise DiffsearchError(f"--storage {url}: cannot open the study ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-=======
     except Exception as error:
         raise _unreadable(url, error) from None
 
@@ -218,7 +208,6 @@ class Lease:
         """True when ``trial`` (RUNNING) belongs to no live driver: this one, or one whose lease expired."""
         owner = trial.user_attrs.get("driver")
         return owner is None or owner == self.id or owner not in self.others()
->>>>>>> main
 
 
 def state_of(study) -> StudyState:
