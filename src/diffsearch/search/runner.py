@@ -61,10 +61,14 @@ def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     return config.search_samples or search, config.final_samples or final
 
 
+def check_budget(config: RunConfig):
+    """The config's budget, parsed strictly in the units its space accepts (before any other check or work)."""
+    return parse_budget(config.budget, SPACES.get(config.space).budget_units, f"space {config.space}")
+
+
 def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     """The model (on ``config.device``), the search space and the objective metric a config names."""
-    space_class = SPACES.get(config.space)
-    budget = parse_budget(config.budget, space_class.budget_units, f"space {config.space}")  # before any expensive work
+    space_class, budget = SPACES.get(config.space), check_budget(config)
     model = load_model(config.model).to(config.device)
     space_options = dict(config.space_options)
     if config.space == "timesteps":
@@ -469,6 +473,7 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
     from diffsearch.search.progress import log_lines
 
     config = config if isinstance(config, RunConfig) else validate_config(config)
+    check_budget(config)
     preflight(config)
     with log_lines(config.progress):
         run = prepare(config)
