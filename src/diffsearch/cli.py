@@ -17,11 +17,12 @@ app = typer.Typer(
 )
 
 DEFAULT_MODEL = "digits"
+DEFAULT_EVAL_SAMPLES = 2000
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Registered name (see `search models`), diffusers:<dir>, or module:factory / file.py:factory.")]
 ScheduleOption = Annotated[str, typer.Option("--schedule", "-s", help="preset:NAME or a schedule JSON file.")]
 PresetBudgetOption = Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")]
 ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
-BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
+BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (1 to 1000, no space).")]
 SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
@@ -59,8 +60,11 @@ def _model_and_schedule(model: str, schedule: str, budget: str | None, spacing: 
     from diffsearch.budget import nfe_budget
     from diffsearch.export.artifact import load_schedule
 
+    if schedule.startswith("preset:") and not budget:
+        _fail(f"--schedule {schedule} needs --budget (the NFE to build it at), e.g. --budget 10nfe")
+    nfe = nfe_budget(budget) if budget else None
     denoiser = _load_model(model, device)
-    return denoiser, load_schedule(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
+    return denoiser, load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
 
 
 @app.command("eval")
@@ -69,7 +73,7 @@ def eval_command(
     model: ModelOption = DEFAULT_MODEL,
     budget: PresetBudgetOption = None,
     spacing: SpacingOption = "logsnr",
-    samples: SamplesOption = 2000,
+    samples: Annotated[Optional[int], typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate (default: the artifact's own held-out count, else 2000).")] = None,
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
     metric: MetricOption = None,
@@ -86,6 +90,7 @@ def eval_command(
     from diffsearch.evaluators.evaluate import evaluate
 
     denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing, device)
+    samples = samples or (resolved.metrics or {}).get("heldout", {}).get("samples") or DEFAULT_EVAL_SAMPLES
     with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
                           reference=reference, features=features, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance,
@@ -152,7 +157,7 @@ def sample_command(
 def baselines_command(
     model: ModelOption = DEFAULT_MODEL,
     budget: BudgetOption = "10nfe",
-    spacing: SpacingOption = "logsnr",
+    spacing: Annotated[str, typer.Option("--spacing", help="all (every family the search starts from: logsnr, time_uniform, quadratic, karras) or one timestep family.")] = "all",
     samples: SamplesOption = 2000,
     seed: SeedOption = 1,
     guidance: GuidanceOption = None,
@@ -162,27 +167,32 @@ def baselines_command(
     as_json: JsonOption = False,
     device: DeviceOption = "auto",
 ) -> None:
-    """Every preset solver at one NFE budget, in one table (best first), with each metric's noise floor and seed spread."""
+    """Every preset solver on every timestep family at one NFE budget, in one table (best first), with each metric's noise floor and seed spread."""
     from diffsearch.budget import nfe_budget
     from diffsearch.evaluators.evaluate import default_metrics, evaluate
     from diffsearch.solvers.presets import PRESETS, preset_schedule
+    from diffsearch.solvers.timesteps import TIMESTEP_FAMILIES
+    from diffsearch.spaces.solver_schedule import INITIAL_SPACINGS
 
-    denoiser = _load_model(model, device)
     nfe = nfe_budget(budget)
+    spacings = INITIAL_SPACINGS if spacing == "all" else (TIMESTEP_FAMILIES.get(spacing) and (spacing,))
+    denoiser = _load_model(model, device)
     metrics = metric or default_metrics(denoiser, reference)
     rows = []
-    with _bar(len(PRESETS.names()), f"presets at {nfe} NFE", not as_json) as advance:
-        for name in PRESETS:
-            schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
-            result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference,
-                              features=features, max_out_of_range=1.0)
-            rows.append({"schedule": f"preset:{name}", **result})
-            advance(1)
+    with _bar(len(PRESETS.names()) * len(spacings), f"presets at {nfe} NFE", not as_json) as advance:
+        for family in spacings:
+            for name in PRESETS:
+                schedule = preset_schedule(name, nfe, denoiser.noise_schedule, family)
+                result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference,
+                                  features=features, max_out_of_range=1.0)
+                rows.append({"schedule": f"preset:{name}@{family}", **result})
+                advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
     floors = _floors(denoiser, metrics, samples, guidance, reference, features, not as_json)
     if as_json:
         rows = [{**row, "noise": floors} for row in rows]
-    _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} samples of held-out noise seed {seed})")
+    where = "every spacing" if spacing == "all" else f"{spacing} spacing"
+    _print_rows(rows, as_json, title=f"{len(rows)} presets x spacings at {nfe} NFE on {denoiser.name} ({where}, {samples} samples of held-out noise seed {seed})")
     if not as_json:
         typer.echo("\n".join(f"{m}: floor {f['floor']:.4g} ({f['sampler']}), seed std {f['std']:.2g} at {samples} samples; "
                              f"differences below {2 * f['std']:.2g} are ties" for m, f in floors.items()))
@@ -193,9 +203,9 @@ def run_command(
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (configs/*.yaml); flags override it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default digits).")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
-    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe (1 to 1000 NFE, no space; `search spaces` lists each space's units).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
-    evals: Annotated[Optional[int], typer.Option("--evals", min=1, help="Expensive evaluations in total (default 120).")] = None,
+    evals: Annotated[Optional[int], typer.Option("--evals", help="Expensive evaluations in total, at least 1 (default 120).")] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="Objective metric (default: the model's first).")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per search evaluation.")] = None,
@@ -231,7 +241,13 @@ def run_command(
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device,
                  "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None}
+    if evals is not None and evals < 1:
+        _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
     run_config = load_config(config, overrides)
+    if run_config.storage:
+        from diffsearch.search.storage import check_storage_url
+
+        check_storage_url(run_config.storage)
     _setup_torch()
     result = run_search(run_config)
     _print_summary(result)
@@ -247,9 +263,7 @@ def _print_summary(result) -> None:
     title = (f"held-out {objective} ({metrics.get('features') or 'default'} features), {len(heldout.get('seeds') or [])} noise sets "
              f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
     _print_rows(rows, False, title=title)
-    comparison = metrics.get("comparison")
-    if comparison:
-        typer.echo(_verdict(comparison))
+    typer.echo(_closing_line(metrics, result.schedule.provenance))
     typer.echo(f"wrote {result.path}")
 
 
@@ -260,6 +274,16 @@ def _summary_row(name: str, heldout: dict[str, Any], objective: str) -> dict[str
     if "out_of_range" in heldout:
         row["out of range"] = f"{100 * heldout['out_of_range']:.2g}%"
     return row
+
+
+def _closing_line(metrics: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """The paired verdict when a searched schedule was exported; otherwise say plainly which preset was (``search.summary``)."""
+    from diffsearch.search.summary import exported_is_preset, verdict
+
+    comparison = metrics.get("comparison")
+    if comparison and not exported_is_preset(provenance):
+        return _verdict(comparison)
+    return verdict(metrics, provenance)
 
 
 def _verdict(comparison: dict[str, Any]) -> str:
@@ -300,11 +324,15 @@ def show_command(
     """Top candidates of a study, and PNG plots (best-so-far; metric against NFE across studies)."""
     from diffsearch.search.report import study_report
 
-    rows, written = study_report(study, storage, top, plots)
-    _print_rows(rows, as_json, title=f"top candidates of {', '.join(study)}")
-    if not as_json:
-        for path in written:
-            typer.echo(f"wrote {path}")
+    tables, written, legend = study_report(study, storage, top, plots)
+    if as_json:
+        typer.echo(json.dumps(tables, indent=2, default=str))
+        return
+    _print_rows(tables["candidates"], False, title=f"top {top} candidates of {', '.join(study)} ({legend})")
+    if tables["stages"]:
+        _print_rows(tables["stages"], False, title=f"s3 stages of {', '.join(study)}")
+    for path in written:
+        typer.echo(f"wrote {path}")
 
 
 @app.command("serve")
@@ -332,8 +360,9 @@ def spaces_command(as_json: JsonOption = False) -> None:
     from diffsearch.search.strategies import STRATEGIES
     from diffsearch.spaces import SPACES
 
-    rows = [{"kind": "space", "name": name, "description": _first_line(SPACES.get(name).__doc__)} for name in SPACES]
-    rows += [{"kind": "strategy", "name": name, "description": _first_line(STRATEGIES.get(name).__doc__)} for name in STRATEGIES]
+    rows = [{"kind": "space", "name": name, "budget": ", ".join(SPACES.get(name).budget_units), "description": _first_line(SPACES.get(name).__doc__)}
+            for name in SPACES]
+    rows += [{"kind": "strategy", "name": name, "budget": "", "description": _first_line(STRATEGIES.get(name).__doc__)} for name in STRATEGIES]
     _print_rows(rows, as_json, title="spaces and strategies")
 
 
@@ -371,7 +400,9 @@ class _bar:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if text else ""
+    """A docstring's first paragraph as one plain line (RST ``literals`` lose their backticks)."""
+    paragraph = (text or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines()).replace("``", "").replace("`", "")
 
 
 def _format(value: Any) -> str:
@@ -383,7 +414,11 @@ def _format(value: Any) -> str:
 _TABLE_HIDDEN = ("samples", "seed", "seconds_per_sample", "bytes", "cached", "metric_info", "noise", "out_of_range_margin", "per_seed")
 
 
+_NAME_COLUMNS = ("schedule", "model", "study", "origin", "description", "error", "note")
+
+
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    """Rows as JSON, or as a table: numbers never truncated, long names folded, a one-study ``study`` column dropped."""
     if as_json:
         typer.echo(json.dumps(rows if len(rows) != 1 else rows[0], indent=2, default=str))
         return
@@ -391,23 +426,50 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
     from rich.table import Table
 
     columns = [key for key in dict.fromkeys(key for row in rows for key in row) if key not in _TABLE_HIDDEN]
+    if len({row.get("study") for row in rows}) == 1:  # the title names it
+        columns = [column for column in columns if column != "study"]
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, no_wrap=column in ("schedule", "model"))
+        names = column in _NAME_COLUMNS
+        table.add_column(column, overflow="fold" if names else "ellipsis", no_wrap=not names, min_width=None if names else len(column))
     for row in rows:
         table.add_row(*(_format(row.get(column, "")) for column in columns))
-    Console(width=max(Console().width, 120)).print(table)
+    console = Console()
+    Console(width=console.width if console.is_terminal else max(console.width, 120)).print(table)
 
 
-def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+def _hide_flag_types() -> None:
+    """typer shows ``<bool>`` as the type of on/off flags, which take no value: show nothing there."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+
+
+_hide_flag_types()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input of any kind (a flag's value or a DiffsearchError) is one line on stderr, exit status 2."""
+    from typer._click import exceptions  # typer 0.29 vendors click; its errors live here
+
     from diffsearch.errors import DiffsearchError
 
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
+    except exceptions.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else str(error))
+        sys.exit(0)
+    except exceptions.ClickException as error:
+        where = f"{error.ctx.command_path}: " if getattr(error, "ctx", None) is not None else ""
+        typer.echo(f"error: {where}{error.format_message()}".replace("\n", " "), err=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
     except DiffsearchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

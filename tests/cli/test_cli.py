@@ -30,13 +30,14 @@ def test_eval_json_on_gmm():
     assert row["noise"]["frechet_exact"]["samples"] == row["samples"] and row["noise"]["fd_teacher"]["std"] > 0
 
 
-def test_baselines_lists_every_preset_best_first():
+def test_baselines_lists_every_preset_on_every_spacing_best_first():
     from diffsearch.solvers.presets import PRESETS
+    from diffsearch.spaces.solver_schedule import INITIAL_SPACINGS
 
-    result = run("baselines", "--model", "gmm", "--budget", "4nfe", "--samples", "100", "--json")
+    result = run("baselines", "--model", "gmm", "--budget", "4nfe", "--samples", "100", "--metric", "frechet_exact", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert sorted(row["schedule"] for row in rows) == sorted(f"preset:{name}" for name in PRESETS)
+    assert len(rows) == 40 and sorted(row["schedule"] for row in rows) == sorted(f"preset:{name}@{spacing}" for name in PRESETS for spacing in INITIAL_SPACINGS)
     ok = [row["frechet_exact"] for row in rows if row["status"] == "ok"]
     assert ok == sorted(ok)
 
@@ -51,7 +52,7 @@ def test_models_lists_gmm_and_plugin_forms():
     [
         (["eval", "--schedule", "preset:nope", "--budget", "5nfe"], "unknown preset 'nope'; valid presets: ddim"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5xyz"], "is not a budget"),
-        (["eval", "--schedule", "preset:ddim", "--budget", "60%macs"], "solver schedules take an NFE budget"),
+        (["eval", "--schedule", "preset:ddim", "--budget", "60%macs"], "a solver schedule accepts only nfe budgets, e.g. 10nfe"),
         (["eval", "--model", "nomodel", "--schedule", "preset:ddim", "--budget", "5nfe"], "unknown model 'nomodel'; valid models:"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--spacing", "nope"], "unknown spacing 'nope'"),
         (["eval", "--schedule", "preset:ddim", "--budget", "5nfe", "--metric", "nope"], "unknown metric 'nope'"),

@@ -256,3 +256,11 @@ def test_parallel_settings_without_the_ray_executor_are_refused(tmp_path):
     with pytest.raises(DiffsearchError, match="need executor: ray"):
         load_config(None, {"workers": 2})
     assert load_config(None, {"executor": "ray", "workers": 2}).identity() == load_config(None, {}).identity()
+
+
+def test_more_gpus_than_ray_reports_are_refused_at_start(cluster, tmp_path):
+    from diffsearch.errors import DiffsearchError
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    with pytest.raises(DiffsearchError, match=rf"need {gpus + 1:g} GPUs; Ray reports 2 CPU, {gpus:g} GPU"):
+        run_search(config(tmp_path, executor="ray", workers=1, gpus_per_worker=gpus + 1))

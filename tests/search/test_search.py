@@ -123,7 +123,7 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
         ({"space": "pruning"}, "unknown space 'pruning'; valid spaces: solver_schedule, timesteps"),
         ({"metric": "fid_inf"}, "unknown metric 'fid_inf'"),
         ({"budget": "4xyz"}, "is not a budget"),
-        ({"budget": "60%macs"}, "takes an NFE budget"),
+        ({"budget": "60%macs"}, "space solver_schedule accepts only nfe budgets, e.g. 10nfe"),
     ],
 )
 def test_bad_names_give_one_clear_error(tmp_path, overrides, message):

@@ -12,6 +12,8 @@ cached on disk under ``$DIFFSEARCH_CACHE`` or ``~/.cache/diffsearch``) or from a
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import json
 import os
@@ -183,6 +185,7 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
     if path.is_file():
         cached = load_reference(path)
         return ReferenceStats(cached.mu, cached.sigma, cached.features, cached.fingerprint, source)
+    logging.getLogger(__name__).info(f"reference statistics: features of {source} (once, then cached)")
     stats = ReferenceStats.from_features(extract_features(extractor, images), key, source)
     save_reference(stats, path)
     return stats

@@ -190,6 +190,7 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(**connect_options(self.address, self.slots))
             self.owns_ray = True
+        self._check_gpus()
         self.actor_class = ray.remote(Evaluator)
         self.idle = [self._new_actor() for _ in range(self.slots)]
         try:  # the first pool must come up: a model that cannot load on the workers is an error, not N failed trials
@@ -198,6 +199,15 @@ class RayExecutor:
             self.close()
             cause = str(error).strip().splitlines()[-1].rstrip(")")  # the actor's own exception, last line of the traceback
             raise DiffsearchError(f"ray executor: an evaluator actor could not start: {cause}") from None
+
+    def _check_gpus(self) -> None:
+        """Refuse (instead of waiting forever for actors Ray cannot place) when the cluster has fewer GPUs than asked for."""
+        needed, resources = self.slots * self.gpus, self.ray.cluster_resources()
+        if needed > resources.get("GPU", 0):
+            self.close()
+            reported = ", ".join(f"{resources.get(key, 0):g} {key}" for key in ("CPU", "GPU"))
+            raise DiffsearchError(f"ray executor: {self.slots} workers x {self.gpus:g} GPUs per worker need {needed:g} GPUs; "
+                                  f"Ray reports {reported}; pass --gpus-per-worker 0 (or fewer --workers)")
 
     def warm_up(self) -> float:
         """Start Ray and every actor now (model loaded); seconds it took."""

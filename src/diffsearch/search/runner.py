@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import time
@@ -24,6 +25,8 @@ from diffsearch.search.config import RunConfig, parse_duration, validate_config
 from diffsearch.search.strategies import STRATEGIES, Strategy
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
 from diffsearch.solvers.schedule import Schedule
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,13 +61,19 @@ def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
     return config.search_samples or search, config.final_samples or final
 
 
+def check_budget(config: RunConfig):
+    """The config's budget, parsed strictly in the units its space accepts (before any other check or work)."""
+    return parse_budget(config.budget, SPACES.get(config.space).budget_units, f"space {config.space}")
+
+
 def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     """The model (on ``config.device``), the search space and the objective metric a config names."""
+    space_class, budget = SPACES.get(config.space), check_budget(config)
     model = load_model(config.model).to(config.device)
     space_options = dict(config.space_options)
     if config.space == "timesteps":
         space_options.setdefault("solver", config.solver)
-    space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
+    space = space_class(model, budget, **space_options)
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     if config.features:
@@ -127,11 +136,8 @@ def eval_timeout(run: Run) -> float:
 
 
 def phase(run: Run, message: str) -> None:
-    """One line on stderr saying which long phase starts (when progress is shown)."""
-    if run.config.progress:
-        import sys
-
-        print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    """One line saying which long phase starts: on stderr via ``search.progress`` (when progress is shown)."""
+    _log.info(message)
 
 
 def prepare_objective(run: Run) -> dict[str, Any]:
@@ -259,34 +265,28 @@ def search_loop(run: Run) -> None:
 
 
 class _progress:
-    """A rich progress bar: best so far, evaluations by fidelity, ETA (silent when disabled)."""
+    """The search's progress (``search.progress``): best so far, evaluations by fidelity, ETA."""
 
     def __init__(self, run: Run, evals: int) -> None:
-        self.run, self.evals, self.bar = run, evals, None
+        from diffsearch.search.progress import SearchProgress
+
+        self.run, self.bar = run, SearchProgress(run.study.study_name, evals, run.metric, run.config.progress)
 
     def __enter__(self):
-        if self.run.config.progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-            self.bar.start()
-            self.task = self.bar.add_task(f"search {self.run.study.study_name}", total=self.evals, status="")
-            self()
+        self.bar.__enter__()
+        self()
         return self
 
     def __call__(self) -> None:
-        if self.bar is None:
+        if not self.bar.enabled:
             return
         counts = storage.count_evaluations(self.run.study)
         predicted = sum((v or {}).get("predicted", 0) for k, v in self.run.study.user_attrs.items() if k.startswith("s3:stats:"))
-        best = _best_value(self.run.study)
-        status = f"best {self.run.metric}={best:.4g} | expensive {counts['expensive']} predicted {predicted} failed {counts['failed']} dup {counts['duplicates']}"
-        self.bar.update(self.task, completed=min(counts["expensive"], self.evals), status=status)
+        detail = f"predicted {predicted} failed {counts['failed']} dup {counts['duplicates']}"
+        self.bar.update(counts["expensive"], _best_value(self.run.study), detail)
 
     def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.__exit__(*exc)
 
 
 def _best_value(study) -> float:
@@ -352,6 +352,16 @@ def paired_comparison(best: list[float], baseline: list[float], std: float) -> d
             "beyond_two_std": bool(-mean > 2.0 * std), "relative": float(-mean / np.mean(baseline)) if np.mean(baseline) else None}
 
 
+def _finalist(run: Run, record: storage.Record, seeds: list[int], index: int, total: int) -> dict[str, Any]:
+    """One finalist's held-out record over ``seeds``, logged as it finishes."""
+    heldout = storage.json_safe(_summarise([_heldout(run, record.candidate, seed) for seed in seeds], run.metric))
+    value = heldout.get(run.metric)
+    _log.info(f"final stage: {index}/{total} {record.tags.get('label') or 'trial ' + str(record.number)} {run.metric} "
+              f"{'-' if value is None else format(value, '.4g')} ({len(seeds)} x {run.final_samples} samples)")
+    return {"trial": record.number, "label": record.tags.get("label"), "search_value": record.value,
+            "candidate": record.candidate, "heldout": heldout}
+
+
 def final_stage(run: Run) -> dict[str, Any]:
     """Re-score the top candidates and the best preset on ``final_seeds`` held-out noise sets; pick by the mean."""
     from diffsearch.evaluators.noise import heldout_seeds
@@ -369,8 +379,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
     started, seeds = time.perf_counter(), heldout_seeds(run.config.final_seeds)
     phase(run, f"final stage: {len(chosen)} finalists on {len(seeds)} held-out noise sets of {run.final_samples} samples")
-    rows = [{"trial": r.number, "label": r.tags.get("label"), "search_value": r.value, "candidate": r.candidate,
-             "heldout": storage.json_safe(_summarise([_heldout(run, r.candidate, seed) for seed in seeds], run.metric))} for r in chosen]
+    rows = [_finalist(run, r, seeds, i, len(chosen)) for i, r in enumerate(chosen, 1)]
     ok = [row for row in rows if row["heldout"].get("status") == "ok"]
     if not ok:
         raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
@@ -379,7 +388,8 @@ def final_stage(run: Run) -> dict[str, Any]:
     objective = run.study.user_attrs.get("objective") or {}
     noise = (objective.get("floors") or {}).get("final")
     final = {**settings, "rows": rows, "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
-             "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise}
+             "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
+             "device": str(run.model.device)}
     if baseline is not None:
         std = max((noise or {}).get("std", 0.0), baseline["heldout"]["std"])
         final["comparison"] = paired_comparison(best["heldout"]["values"], baseline["heldout"]["values"], std)
@@ -435,7 +445,8 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
                                                           "presets_in_space": len(run.space.initial())}}
     provenance = {
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
-        "config": run.config.model_dump(mode="json"),
+        "config": run.config.model_dump(mode="json", exclude={*EXECUTION_FIELDS, "device"}),
+        "executions": run.study.user_attrs.get("executions", []), "final_device": final.get("device"),
         "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": heldout_seeds(final.get("final_seeds", 1))},
         "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint,
                   "device": run.model.device},
@@ -459,17 +470,35 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
         >>> result.schedule.nfe
         4
     """
+    from diffsearch.search.progress import log_lines
+
     config = config if isinstance(config, RunConfig) else validate_config(config)
+    check_budget(config)
     preflight(config)
-    run = prepare(config)
-    run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
-    with storage.Lease(run.study, config.join) as run.lease:
-        search_loop(run)
-        final = final_stage(run)
-    schedule = build_artifact(run, final)
-    path = output_path(config)
-    save_schedule(schedule, path)
+    with log_lines(config.progress):
+        run = prepare(config)
+        run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
+        before = storage.count_evaluations(run.study)["expensive"]
+        with storage.Lease(run.study, config.join) as run.lease:
+            search_loop(run)
+            record_execution(run, before)
+            final = final_stage(run)
+        schedule = build_artifact(run, final)
+        path = output_path(config)
+        save_schedule(schedule, path)
+        _log.info(f"exported {path}")
     return SearchResult(config.study_name(), schedule, path)
+
+
+EXECUTION_FIELDS = ("executor", "workers", "gpus_per_worker", "ray_address")
+
+
+def record_execution(run: Run, before: int) -> None:
+    """Append this invocation's executor and device to the study's ``executions`` when it evaluated anything."""
+    added = storage.count_evaluations(run.study)["expensive"] - before
+    if added > 0:
+        execution = {**{key: getattr(run.config, key) for key in EXECUTION_FIELDS}, "device": str(run.model.device), "evaluations": added}
+        run.study.set_user_attr("executions", [*run.study.user_attrs.get("executions", []), storage.json_safe(execution)])
 
 
 def is_plugin(spec: str) -> bool:

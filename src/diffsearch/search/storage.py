@@ -37,6 +37,27 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
+STORAGE_FORMS = "sqlite:///path.db, postgresql://USER@HOST:5432/DB or journal:///path.log"
+
+
+def check_storage_url(url: str) -> None:
+    """Raise one-line DiffsearchError unless ``url`` is a journal URL or an RDB URL whose driver is installed."""
+    if url.startswith(JOURNAL):
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except Exception:  # unparsable, or an unknown database kind
+        raise DiffsearchError(f"--storage {url}: not a storage URL; use {STORAGE_FORMS}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        extra = " (pip install 'diffsearch[postgres]')" if dialect.name == "postgresql" else ""
+        raise DiffsearchError(f"--storage {url}: its database driver is not installed ({error}){extra}; "
+                              f"URL forms that work here: {STORAGE_FORMS}") from None
+
+
 def optuna_storage(url: str):
     """An Optuna storage for ``url``: ``journal:///file.log`` is Optuna's journal file storage
     (append-only, file-locked: several drivers on one shared file system), anything else an RDB URL."""
@@ -78,6 +99,7 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage(name)
+    check_storage_url(url)
     check_storage(name, storage)
     try:
         study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
@@ -103,6 +125,7 @@ def load_existing(name: str, storage: str | None):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     validate_study_name(name)
     url = storage or default_storage(name)
+    check_storage_url(url)
     path = storage_file(url)
     if path is not None and not path.is_file():
         raise DiffsearchError(f"no study {name!r}: {path} does not exist (see runs/)")

@@ -7,6 +7,7 @@ resumed search continues where it stopped and the same seed gives the same searc
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from diffsearch.registry import Registry
 from diffsearch.spaces.base import Candidate, SearchSpace, candidate_fingerprint
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,16 @@ def tournament(population: list[Record], size: int, rng: np.random.Generator) ->
 
 def offspring(space: SearchSpace, population: list[Record], rng: np.random.Generator, tournament_size: int, crossover: float) -> Candidate:
     """Tournament parent(s), optional crossover, then one mutation."""
+    return bred(space, population, rng, tournament_size, crossover)[0]
+
+
+def bred(space: SearchSpace, population: list[Record], rng: np.random.Generator, tournament_size: int, crossover: float) -> tuple[Candidate, str]:
+    """``offspring`` and the operator that made it: ``mutation`` or ``crossover`` (then a mutation)."""
     parent = tournament(population, tournament_size, rng).candidate
+    operator = "mutation"
     if rng.random() < crossover:
-        parent = space.crossover(parent, tournament(population, tournament_size, rng).candidate, rng)
-    return space.mutate(parent, rng)
+        parent, operator = space.crossover(parent, tournament(population, tournament_size, rng).candidate, rng), "crossover"
+    return space.mutate(parent, rng), operator
 
 
 @STRATEGIES.register("evolution")
@@ -177,6 +185,7 @@ class S3Strategy(Strategy):
         self.predictor, self.policy = self.settings.predictor, GatePolicy.from_options(self.options) if self.settings.gating else None
         self._memo: dict[str, Any] = {}  # s3:* attrs this instance read or wrote (it is their only writer)
         self._features: dict[str, np.ndarray] = {}
+        self._operators: dict[str, str] = {}  # offspring fingerprint -> mutation / crossover (stored in the stage tags)
         self.run_batch, self.max_attempts = None, 2
         self._killed: set[str] = set()  # fingerprints whose proxy killed the run more than max_attempts times
 
@@ -252,10 +261,11 @@ class S3Strategy(Strategy):
         seen = {record.fingerprint for record in history}
         pool: dict[str, Candidate] = {}
         for _ in range(int(self.options.get("mutants", 200))):
-            child = offspring(self.space, parents, rng, 3, 0.3)
+            child, operator = bred(self.space, parents, rng, 3, 0.3)
             fingerprint = candidate_fingerprint(child)
-            if fingerprint not in seen:
-                pool.setdefault(fingerprint, child)
+            if fingerprint not in seen and fingerprint not in pool:
+                pool[fingerprint] = child
+                self._operators[fingerprint] = operator
         return list(pool.values())
 
     def _new_stage(self, history, rng, state, stage: int) -> tuple[int, list[Candidate]]:
@@ -267,6 +277,7 @@ class S3Strategy(Strategy):
             queue, tags, gate = self._ungated_top(candidates, scores, rng)
         else:
             queue, tags, gate = self._gate(history, candidates, scores, rng, state, stage)
+        tags = [{**tag, "operator": self._operators.get(candidate_fingerprint(c), "")} for c, tag in zip(queue, tags)]
         self._save_stage(state, stage, queue, tags, gate, {"predicted": len(candidates), "predictor_s": time.perf_counter() - started})
         return stage, queue
 
@@ -321,12 +332,14 @@ class S3Strategy(Strategy):
         from diffsearch.predictors.gating import order_by_value
 
         policy = self.policy
+        _log.info(f"s3 stage 0: proxy of {len(candidates)} presets on {policy.proxy_samples} samples")
         values = self._proxy_scores(state, "s3:proxy_values:0:0", candidates)
         self._save_proxies(state, 0, candidates, values)  # one fidelity in the pretraining pool: the first round only
         order = order_by_value(values, range(len(values)))
         shortlist = [i for i in order[: policy.initial_shortlist] if values[i] is not None]
         if len(shortlist) <= policy.initial_promote:
             return order, 0
+        _log.info(f"s3 stage 0: best {len(shortlist)} presets again on {2 * policy.proxy_samples} samples")
         refined = self._proxy_scores(state, "s3:proxy_values:0:1", [candidates[i] for i in shortlist], samples=2 * policy.proxy_samples)
         best = order_by_value(refined, shortlist)
         return best + [i for i in order if i not in best], len(shortlist)

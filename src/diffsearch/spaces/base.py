@@ -40,6 +40,7 @@ class SearchSpace(ABC):
     """What a strategy needs from a space. Subclasses register under the name users type."""
 
     name: str = ""
+    budget_units: tuple[str, ...] = ("nfe",)  # the budget units (``diffsearch.budget.UNITS``) this space accepts
 
     def __init__(self, model: Denoiser, budget: Budget, **options: Any) -> None:
         self.model = model
