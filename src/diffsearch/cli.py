@@ -22,7 +22,7 @@ ScheduleOption = Annotated[str, typer.Option("--schedule", "-s", help="preset:NA
 PresetBudgetOption = Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")]
 ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
 BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe.")]
-SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
+SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing; optimised for the preset: gits, dmn, ld3, ays (cached).")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
 GuidanceOption = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (conditional models).")]
@@ -111,6 +111,12 @@ def sample_command(
     typer.echo(f"wrote {write_grid(denoiser, resolved, out, per_row, seed, guidance)}")
 
 
+def _spacing_cost(schedule) -> dict:
+    """The seconds an optimised spacing took when it was computed (later calls read the cache), if any."""
+    seconds = schedule.provenance.get("spacing_seconds")
+    return {} if seconds is None else {"spacing_seconds": seconds}
+
+
 @app.command("baselines")
 def baselines_command(
     model: ModelOption = DEFAULT_MODEL,
@@ -135,9 +141,9 @@ def baselines_command(
     rows = []
     with _bar(len(PRESETS.names()), f"presets at {nfe} NFE", not as_json) as advance:
         for name in PRESETS:
-            schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing)
+            schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing, model=denoiser)
             result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference)
-            rows.append({"schedule": f"preset:{name}", **result})
+            rows.append({"schedule": f"preset:{name}", **result, **_spacing_cost(schedule)})
             advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
     _print_rows(rows, as_json, title=f"presets at {nfe} NFE on {denoiser.name} ({spacing} spacing, {samples} held-out samples, seed {seed})")

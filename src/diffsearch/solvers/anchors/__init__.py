@@ -95,8 +95,8 @@ def check_times(name: str, times: np.ndarray, request: AnchorRequest) -> np.ndar
 
 
 def anchor_timesteps(name: str, source: Any, solver: str, nfe: int, t_start: float | None = None,
-                     t_end: float | None = None, preset_options: dict[str, Any] | None = None) -> np.ndarray:
-    """nfe + 1 times of optimised spacing ``name`` for ``solver`` on ``source`` (a Denoiser or a NoiseSchedule)."""
+                     t_end: float | None = None, preset_options: dict[str, Any] | None = None) -> AnchorRecord:
+    """The record (nfe + 1 times, cost) of optimised spacing ``name`` for ``solver`` on ``source`` (a Denoiser or a NoiseSchedule)."""
     model = None if isinstance(source, NoiseSchedule) else source
     ns = source if model is None else model.noise_schedule
     t_start = float(ns.t_max) if t_start is None else float(t_start)
@@ -104,4 +104,4 @@ def anchor_timesteps(name: str, source: Any, solver: str, nfe: int, t_start: flo
     if not 0.0 < t_end < t_start:
         raise DiffsearchError(f"spacing {name!r} needs 0 < t_end < t_start, got t_end={t_end}, t_start={t_start}")
     request = AnchorRequest(ns, solver, nfe, t_start, t_end, model, dict(preset_options or {}))
-    return np.asarray(anchor_record(name, request).timesteps)
+    return anchor_record(name, request)

@@ -3,8 +3,8 @@
 ``solvers.coefficients`` computes every weight once in float64 numpy; here the same exponential-
 integrator weights (s3_spec.md 2.2-2.4) are built from torch scalars so that a loss on the final
 sample back-propagates to lambda_i (LD3, Tong et al. 2025) and to the ``linear``/``exp``/``constant``
-derivative coefficients. The network's time input is taken at t(lambda) without a gradient: only the
-solver's weights and the states carry gradients (the network's own time derivative is left out).
+derivative coefficients. The solver's weights, the states and the network (in x by autograd, in its
+time input by a forward difference) all carry gradients.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _TERMS = 24
 
 def phi(k: int, z: torch.Tensor) -> torch.Tensor:
     """phi_k(z) = sum_j z^j / (j + k)!: series for |z| < 1, else the recurrence from e^z."""
-    if abs(float(z)) < 1.0:
+    if abs(float(z.detach())) < 1.0:
         value = torch.zeros_like(z)
         for j in range(_TERMS - 1, -1, -1):
             value = value * z + 1.0 / math.factorial(j + k)
@@ -76,9 +76,9 @@ def integrator_weights(lambdas: torch.Tensor, s: int, t: int, prediction: str,
 
 
 def _combine(x_s: torch.Tensor, a: torch.Tensor, outputs: dict[int, torch.Tensor], weights: dict[int, torch.Tensor]) -> torch.Tensor:
-    x = x_s * a.to(x_s.dtype)
-    for j, w in weights.items():
-        x = x + w.to(x_s.dtype) * outputs[j]
+    x = x_s * float(a) + (a - a.detach()).to(x_s.dtype) * x_s
+    for j, w in sorted(weights.items()):  # the sampler's order and float64 scalars, so float32 results match it
+        x = x.add(outputs[j], alpha=float(w)) + (w - w.detach()).to(x_s.dtype) * outputs[j]
     return x
 
 
@@ -91,10 +91,23 @@ def _update(step: Step, start: int, target: int, lambdas: torch.Tensor, coeffici
     return integrator_weights(lambdas, start, target, step.prediction, derivatives)
 
 
+TIME_STEP = 1e-3  # lambda step of the forward difference of the network in its time input
+
+
 def differentiable_predict(model: Any, x: torch.Tensor, lambda_: torch.Tensor, cond: Any, guidance: float | None):
-    """(eps, x0) with the network at t(lambda) (no time gradient) and the conversion differentiable in lambda."""
-    t = float(model.noise_schedule.inverse_lambda(float(lambda_.detach())))
-    out = model.network(x, t, cond, guidance)
+    """(eps, x0) at t(lambda), differentiable in x and lambda.
+
+    The network takes its time as a float, so its derivative in lambda is a forward difference
+    (one more network call) added as ``(lambda - stop_gradient(lambda)) * d out / d lambda``; it is
+    only taken when lambda requires a gradient.
+    """
+    ns = model.noise_schedule
+    value = float(lambda_.detach())
+    out = model.network(x, float(ns.inverse_lambda(value)), cond, guidance)
+    if lambda_.requires_grad and torch.is_grad_enabled():
+        with torch.no_grad():
+            slope = (model.network(x.detach(), float(ns.inverse_lambda(value + TIME_STEP)), cond, guidance) - out) / TIME_STEP
+        out = out + (lambda_ - lambda_.detach()).to(x.dtype) * slope
     alpha, sigma = torch.sigmoid(2.0 * lambda_).sqrt().to(x.dtype), torch.sigmoid(-2.0 * lambda_).sqrt().to(x.dtype)
     if model.prediction_type == "epsilon":
         return out, (x - sigma * out) / alpha

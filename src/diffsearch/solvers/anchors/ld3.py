@@ -122,6 +122,7 @@ def fit_schedule(model: Any, schedule: Schedule, train: Pairs, validation: Pairs
             loss = ((out - part.target) ** 2).mean()
             optimiser.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(parameters.parameters()), 1.0)
             optimiser.step()
             with torch.no_grad():
                 norms = slack.flatten(1).norm(dim=1).clamp(min=1e-12)
@@ -169,8 +170,8 @@ def refine(model: Any, schedule: Schedule, teacher_samples: torch.Tensor, noise:
     return refined.model_copy(update={"provenance": {**refined.provenance, "refinement": details}})
 
 
-def ld3_timesteps(request: AnchorRequest, samples: int = 100, train_fraction: float = 0.5, epochs: int = 10,
-                  batch_size: int = 10, learning_rate: float = 0.05, radius: float = 0.05, teacher_steps: int = 1000,
+def ld3_timesteps(request: AnchorRequest, samples: int = 100, train_fraction: float = 0.5, epochs: int = 20,
+                  batch_size: int = 10, learning_rate: float = 0.1, radius: float = 0.05, teacher_steps: int = 1000,
                   initial: str = "logsnr", guidance: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """LD3 timesteps for the request's solver, trained on ``samples`` teacher pairs from the LD3 noise seed."""
     from diffsearch.solvers.timesteps import make_timesteps
@@ -186,5 +187,5 @@ def ld3_timesteps(request: AnchorRequest, samples: int = 100, train_fraction: fl
 
 
 LD3 = AnchorMethod(ld3_timesteps, needs_model=True, settings={
-    "samples": 100, "train_fraction": 0.5, "epochs": 10, "batch_size": 10, "learning_rate": 0.05, "radius": 0.05,
+    "samples": 100, "train_fraction": 0.5, "epochs": 20, "batch_size": 10, "learning_rate": 0.1, "radius": 0.05,
     "teacher_steps": 1000, "initial": "logsnr", "guidance": None})
