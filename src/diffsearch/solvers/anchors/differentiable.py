@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from diffsearch.errors import DiffsearchError
 from diffsearch.solvers.schedule import Derivative, Schedule, Step
 
 _TERMS = 24
@@ -104,6 +105,9 @@ def differentiable_predict(model: Any, x: torch.Tensor, lambda_: torch.Tensor, c
     ns = model.noise_schedule
     value = float(lambda_.detach())
     out = model.network(x, float(ns.inverse_lambda(value)), cond, guidance)
+    if x.requires_grad and not out.requires_grad:
+        raise DiffsearchError(f"model {model.name!r}: its network returns no gradient (it runs under torch.no_grad); "
+                              "LD3 and refine need a network differentiable in x")
     if lambda_.requires_grad and torch.is_grad_enabled():
         with torch.no_grad():
             slope = (model.network(x.detach(), float(ns.inverse_lambda(value + TIME_STEP)), cond, guidance) - out) / TIME_STEP

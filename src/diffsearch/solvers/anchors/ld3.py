@@ -108,7 +108,21 @@ def fit_schedule(model: Any, schedule: Schedule, train: Pairs, validation: Pairs
     """LD3's soft-loss training (Adam on the schedule parameters and the slack noise); best by validation loss."""
     ns = model.noise_schedule
     parameters = ScheduleParameters(schedule, ns, t_end_range, coefficients)
-    nfe_before = model.nfe
+    nfe_before, trainable = model.nfe, [p for module in model.modules for p in module.parameters() if p.requires_grad]
+    for weight in trainable:  # gradients flow through the network, never into its weights
+        weight.requires_grad_(False)
+    try:
+        fitted, details = _train(model, schedule, parameters, train, validation, guidance, epochs, batch_size, learning_rate, radius, seed)
+    finally:
+        for weight in trainable:
+            weight.requires_grad_(True)
+        model.nfe = nfe_before
+    return fitted, details
+
+
+def _train(model, schedule, parameters, train, validation, guidance, epochs, batch_size, learning_rate, radius, seed):
+    """The Adam loop of ``fit_schedule``."""
+    ns = model.noise_schedule
     slack = torch.nn.Parameter(torch.zeros_like(train.noise))
     ball = radius * float(ns.sigma(schedule.timesteps[0])) * math.sqrt(train.noise[0].numel())
     optimiser = torch.optim.Adam([{"params": parameters.parameters(), "lr": learning_rate}, {"params": [slack], "lr": ball / 4}])
@@ -131,7 +145,6 @@ def fit_schedule(model: Any, schedule: Schedule, train: Pairs, validation: Pairs
         if history[-1] < best:
             best, best_state = history[-1], {k: v.clone() for k, v in parameters.state_dict().items()}
     parameters.load_state_dict(best_state)
-    model.nfe = nfe_before
     details = {"validation_loss": best, "initial_validation_loss": initial, "validation_history": history}
     return to_schedule(schedule, parameters, ns, "ld3"), details
 
