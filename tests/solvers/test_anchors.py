@@ -195,3 +195,18 @@ def test_spaces_take_anchor_spacings_as_initial_candidates(gmm):
     assert "preset:unipc_bh2@dmn" in labels and "preset:unipc_bh2@logsnr" in labels
     with pytest.raises(DiffsearchError, match="unknown optimised spacing"):
         TimestepsSpace(gmm, parse_budget("4nfe"), anchor_spacings=["nope"]).initial()
+
+
+def test_refine_refuses_a_network_without_gradients():
+    model = diffsearch.load_model("gmm")
+    network = model.fn
+
+    def frozen(x, t_in, cond=None):
+        with torch.no_grad():
+            return network(x, t_in, cond)
+
+    model.fn = frozen
+    schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=3, model=model)
+    x_T, _ = anchor_noise(model, 8, seed=3)
+    with pytest.raises(DiffsearchError, match="no gradient"):
+        refine(model, schedule, torch.zeros_like(x_T), x_T, epochs=1)
