@@ -10,6 +10,7 @@ are found by scipy's ``trust-constr`` under monotonicity constraints, from unifo
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,9 @@ def dmn_timesteps(request: AnchorRequest, max_order: int = 3, initial: str = "lo
     lower[0], lower[-1] = lambda_start, -lambda_end
     constraint = LinearConstraint(differences, lower, np.full(n, np.inf))
     args = (lambda_start, lambda_end, orders, exact_steps)
-    result = minimize(error_bound, start, args=args, method="trust-constr", constraints=[constraint])
+    with warnings.catch_warnings():  # trust-constr's quasi-Newton update warns on flat steps near the optimum
+        warnings.simplefilter("ignore", UserWarning)
+        result = minimize(error_bound, start, args=args, method="trust-constr", constraints=[constraint])
     interior = np.sort(np.clip(result.x, lambda_start, lambda_end))
     times = ns.inverse_lambda(np.concatenate([[lambda_start], interior, [lambda_end]]))
     times[0], times[-1] = request.t_start, request.t_end

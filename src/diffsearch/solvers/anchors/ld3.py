@@ -33,6 +33,7 @@ class Pairs:
     target: torch.Tensor
 
     def rows(self, index: Any) -> Pairs:
+        """The pairs at ``index`` (a slice or index tensor)."""
         return Pairs(self.noise[index], None if self.cond is None else self.cond[index], self.target[index])
 
 
@@ -57,11 +58,13 @@ class ScheduleParameters(torch.nn.Module):
         self.fixed = initial_coefficients(schedule)
 
     def lambdas(self) -> torch.Tensor:
+        """The nfe + 1 logSNR points, increasing (times decreasing)."""
         end = self.lambda_end_fixed if self.bounds is None else self.bounds[0] + torch.sigmoid(self.end_logit) * (self.bounds[1] - self.bounds[0])
         fractions = torch.cumsum(torch.softmax(self.gaps, 0), 0)[:-1]
         return torch.cat([self.lambda_start[None], self.lambda_start + fractions * (end - self.lambda_start), end[None]])
 
     def coefficients(self) -> dict[tuple, torch.Tensor]:
+        """Every derivative's coefficient; the learned ones as parameters."""
         return {**self.fixed, **{k: self.coefficient_values[i] for i, k in enumerate(self.keys)}}
 
 
