@@ -175,6 +175,7 @@ def run_command(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join: auto or ray://host:port (default: a local one).")] = None,
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="s3: predictor gating expensive evaluations (mlp, xgboost, gp, ensemble).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Where the model runs (driver and each worker): auto (default), cpu, cuda, cuda:N, mps.")] = None,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Gradient-refine the finalists (LD3 loss); kept only if better on search noise.")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -184,7 +185,7 @@ def run_command(
                  "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
-                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device}
+                 "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device, "refine": refine}
     run_config = load_config(config, overrides)
     _setup_torch()
     result = run_search(run_config)

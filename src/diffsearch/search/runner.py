@@ -229,7 +229,8 @@ def final_stage(run: Run) -> dict[str, Any]:
     """Re-score the top candidates and the best preset on held-out noise with more samples."""
     counts = storage.count_evaluations(run.study)
     cached = run.study.user_attrs.get("final")
-    if cached and cached.get("expensive") == counts["expensive"] and cached.get("final_samples") == run.final_samples:
+    if (cached and cached.get("expensive") == counts["expensive"] and cached.get("final_samples") == run.final_samples
+            and cached.get("refine", False) == run.config.refine):
         return cached
     ranked = _ranked(run)
     if not ranked:
@@ -237,6 +238,10 @@ def final_stage(run: Run) -> dict[str, Any]:
     presets = [r for r in ranked if r.tags.get("origin") == "initial"]
     chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
     started = time.perf_counter()
+    if run.config.refine:  # seconds count into final_s
+        from diffsearch.search.refinement import refine_finalists
+
+        chosen = refine_finalists(run, chosen)
     rows = [{"trial": r.number, "label": r.tags.get("label"), "search_value": r.value, "candidate": r.candidate,
              "heldout": storage.json_safe(_heldout(run, r.candidate))} for r in chosen]
     ok = [row for row in rows if row["heldout"].get("status") == "ok" and row["heldout"].get(run.metric) is not None]
@@ -245,7 +250,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     best = min(ok, key=lambda row: row["heldout"][run.metric])
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
     final = {"expensive": counts["expensive"], "final_samples": run.final_samples, "rows": rows, "best": best["trial"],
-             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started}
+             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "refine": run.config.refine}
     run.study.set_user_attr("final", storage.json_safe(final))
     return final
 

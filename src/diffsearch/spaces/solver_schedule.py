@@ -100,6 +100,9 @@ class SolverScheduleSpace(SearchSpace):
             for spacing in INITIAL_SPACINGS + self.anchor_spacings() for name in PRESETS
         ]
 
+    def from_schedule(self, schedule: Schedule) -> Candidate:
+        return self.validate(schedule_to_candidate(schedule))
+
     def decode(self, candidate: Candidate) -> Schedule:
         return Schedule(noise_schedule=self.reference, timesteps=tuple(candidate["timesteps"]),
                         steps=tuple(candidate["steps"]), first_step=candidate.get("first_step", "model"))

@@ -39,6 +39,9 @@ class TimestepsSpace(SearchSpace):
                  {"timesteps": list(preset_schedule(self.solver, self.nfe, self.ns, family, model=self.model).timesteps)})
                 for family in families]
 
+    def from_schedule(self, schedule: Schedule) -> Candidate:
+        return self.validate({"timesteps": [float(t) for t in schedule.timesteps]})
+
     def decode(self, candidate: Candidate) -> Schedule:
         return preset_schedule(self.solver, self.nfe, self.ns, timesteps=candidate["timesteps"])
 
