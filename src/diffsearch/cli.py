@@ -76,8 +76,9 @@ def eval_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even if the evaluation cache has this result.")] = False,
     as_json: JsonOption = False,
     device: DeviceOption = "auto",
+    no_floor: Annotated[bool, typer.Option("--no-floor", help="Skip the noise floor and seed spread (measured once per model and count, then cached).")] = False,
 ) -> None:
-    """Evaluate one schedule: metrics on held-out noise, NFE, MACs and wall time."""
+    """Evaluate one schedule: metrics on held-out noise (with their noise floor and seed spread), NFE, MACs and wall time."""
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.evaluators.cost import cost_statistics
     from diffsearch.evaluators.evaluate import evaluate
@@ -85,11 +86,44 @@ def eval_command(
     denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing, device)
     with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
-                          reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance)
+                          reference=reference, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance,
+                          max_out_of_range=1.0)  # eval reports the out-of-range share; only a search fails on it
     row = {"schedule": resolved.name or schedule, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
-    _print_rows([row], as_json, title=f"{row['schedule']} on {denoiser.name} ({samples} held-out samples, seed {seed})")
+    if result["status"] == "ok" and not no_floor:
+        row["noise"] = _floors(denoiser, [m for m in result if m in _metric_names()], samples, guidance, reference, not as_json)
+    title = f"{row['schedule']} on {denoiser.name} ({samples} samples of held-out noise seed {seed})"
+    _print_rows([row], as_json, title=title)
+    if not as_json and row.get("noise"):
+        typer.echo(_floor_lines(row))
     if result["status"] != "ok":
         raise typer.Exit(1)
+
+
+def _metric_names() -> list[str]:
+    from diffsearch.evaluators.evaluate import METRICS
+
+    return METRICS.names()
+
+
+def _floors(model, metrics: list[str], samples: int, guidance, reference, show: bool) -> dict[str, Any]:
+    """The noise floor and seed std of each metric at ``samples`` (cached per model)."""
+    from diffsearch.evaluators.floor import noise_floor
+
+    floors = {}
+    with _bar(len(metrics), f"noise floors at {samples} samples (once per model, then cached)", show) as advance:
+        for metric in metrics:
+            floors[metric] = noise_floor(model, metric, samples, guidance=guidance, reference=reference, seeds=3)
+            advance(1)
+    return floors
+
+
+def _floor_lines(row: dict[str, Any]) -> str:
+    """One line per metric: value, floor and seed std at the row's sample count."""
+    lines = []
+    for metric, floor in row["noise"].items():
+        lines.append(f"{metric} = {row[metric]:.4g} at {floor['samples']} samples; floor {floor['floor']:.4g} ({floor['sampler']}), "
+                     f"seed std {floor['std']:.2g} ({floor['seeds']} {floor['noise']})")
+    return "\n".join(lines)
 
 
 @app.command("sample")
@@ -142,7 +176,8 @@ def baselines_command(
     with _bar(len(PRESETS.names()), f"presets at {nfe} NFE", not as_json) as advance:
         for name in PRESETS:
             schedule = preset_schedule(name, nfe, denoiser.noise_schedule, spacing, model=denoiser)
-            result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference)
+            result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference,
+                              max_out_of_range=1.0)
             rows.append({"schedule": f"preset:{name}", **result, **_spacing_cost(schedule)})
             advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
@@ -194,13 +229,39 @@ def run_command(
 
 def _print_summary(result) -> None:
     metrics = result.schedule.metrics
-    objective = metrics["objective"]
-    rows = [{"schedule": result.schedule.name, "nfe": result.schedule.nfe, **{k: v for k, v in metrics["heldout"].items() if k not in ("seed", "seconds_per_sample", "nfe")}}]
+    objective, noise = metrics["objective"], metrics.get("noise") or {}
+    rows = [_summary_row(result.schedule.name, metrics["heldout"], objective)]
     if metrics.get("baseline"):
-        baseline = metrics["baseline"]
-        rows.append({"schedule": baseline["schedule"], "nfe": result.schedule.nfe, **{k: v for k, v in baseline["heldout"].items() if k not in ("status", "seed", "seconds_per_sample", "nfe")}})
-    _print_rows(rows, False, title=f"held-out {objective}: searched vs best preset ({result.study})")
+        rows.append(_summary_row(metrics["baseline"]["schedule"], metrics["baseline"]["heldout"], objective))
+    heldout = metrics["heldout"]
+    title = (f"held-out {objective} ({metrics.get('features') or 'default'} features), {len(heldout.get('seeds') or [])} noise sets "
+             f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
+    _print_rows(rows, False, title=title)
+    comparison = metrics.get("comparison")
+    if comparison:
+        typer.echo(_verdict(comparison))
     typer.echo(f"wrote {result.path}")
+
+
+def _summary_row(name: str, heldout: dict[str, Any], objective: str) -> dict[str, Any]:
+    """One row of the run summary: the objective as mean +- std over the held-out sets, other means, out-of-range share."""
+    row = {"schedule": name, "nfe": heldout.get("nfe"), objective: f"{heldout.get(objective, float('nan')):.4g} +- {heldout.get('std', 0.0):.2g}"}
+    row.update({key: value for key, value in heldout.items() if key in ("fid", "kid", "fd_teacher", "frechet_exact") and key != objective})
+    if "out_of_range" in heldout:
+        row["out of range"] = f"{100 * heldout['out_of_range']:.2g}%"
+    return row
+
+
+def _verdict(comparison: dict[str, Any]) -> str:
+    """Whether the searched schedule's margin over the best preset is beyond twice the seed std, in words."""
+    if comparison.get("same_candidate"):
+        return "no searched candidate beat the best preset on held-out noise; the exported schedule is that preset"
+    low, high = comparison["interval95"]
+    text = (f"searched - preset: {comparison['mean_difference']:.4g} (95% interval [{low:.4g}, {high:.4g}] over "
+            f"{comparison['sets']} held-out sets; seed std {comparison['seed_std']:.2g})")
+    if comparison["beyond_two_std"]:
+        return f"{text}: better by {100 * comparison['relative']:.1f}%, beyond twice the seed std"
+    return f"{text}: a tie (the margin is within twice the seed std)"
 
 
 @app.command("export")

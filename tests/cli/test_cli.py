@@ -26,7 +26,8 @@ def test_eval_json_on_gmm():
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)
     assert row["nfe"] == 5 and row["status"] == "ok" and row["samples"] == 200
-    assert row["frechet_exact"] > 0 and row["teacher_error"] > 0 and row["wall_time_s"] > 0
+    assert row["frechet_exact"] > 0 and row["fd_teacher"] > 0 and row["wall_time_s"] > 0
+    assert row["noise"]["frechet_exact"]["samples"] == row["samples"] and row["noise"]["fd_teacher"]["std"] > 0
 
 
 def test_baselines_lists_every_preset_best_first():

@@ -25,7 +25,7 @@ from diffsearch.models.digits import digits_split
 
 def test_registry_lists_the_built_in_extractors():
     assert {"digits", "raw", "inception"} <= set(FEATURE_EXTRACTORS.names())
-    with pytest.raises(DiffsearchError, match="digits, inception, raw"):
+    with pytest.raises(DiffsearchError, match="digits, digits_multi, inception, raw"):
         load_feature_extractor("nope")
 
 

@@ -156,7 +156,7 @@ def test_reference_stats_are_cached_by_fingerprint(digits, tmp_path):
     assert len(files) == 1 and first.fingerprint in files[0].name
     second = reference_stats(digits, directory=tmp_path)
     np.testing.assert_array_equal(first.sigma, second.sigma)
-    assert first.features.shape == (360, 64)
+    assert first.features.shape == (1437, 64)  # the train split is the reference
     raw = reference_stats(digits, "raw", directory=tmp_path)
     assert raw.fingerprint != first.fingerprint and raw.mu.shape == (64,)
 
@@ -165,7 +165,7 @@ def test_fid_of_real_digits_is_small_and_of_noise_is_large(digits, tmp_path):
     from diffsearch.models.digits import digits_split
 
     reference = reference_stats(digits, directory=tmp_path)
-    train = digits_split().train_images
+    train = digits_split().held_out_images  # real images the reference (the train split) does not hold
     real = fid(train, reference, "digits")
     noise = fid(torch.rand(360, 1, 8, 8) * 2 - 1, reference, "digits")
     assert real < 0.1 * noise

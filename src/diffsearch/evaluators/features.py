@@ -5,6 +5,9 @@ Registered extractors (``--features NAME``, or a model's ``feature_extractor`` a
 - ``digits``: the penultimate layer (64 pre-activations) of a small CNN classifier trained on the digits
   train split (a "classifier-feature FID"); ``python -m diffsearch.evaluators.features train``
   reproduces ``models/weights/digits_classifier.safetensors``.
+- ``digits_multi``: the same classifier read at every layer: the spatial mean of each of its three
+  convolutional activations (32 + 64 + 128 channels, which respond to edges and blur) plus the
+  penultimate layer (64), 288 features in all.
 - ``raw``: the flattened samples themselves (for the ``gmm`` model and other low-dimensional data).
 - ``inception``: the standard FID Inception-v3 pool features (2048 dims). Never downloaded: the
   user places ``pt_inception-2015-12-05-6726825d.pth`` at ``$DIFFSEARCH_INCEPTION_WEIGHTS`` or
@@ -220,6 +223,42 @@ def load_digits_classifier(weights: str | Path | None = None) -> DigitsClassifie
     return classifier.eval().requires_grad_(False)
 
 
+class DigitsMultiFeatures(nn.Module):
+    """Multi-layer features of the digits classifier: per-channel spatial means of each conv activation + penultimate.
+
+    The penultimate layer alone is nearly invariant to blur and small intensity errors (the classifier
+    was trained to ignore them); its early layers are not.
+    """
+
+    name = "digits_multi"
+
+    def __init__(self, classifier: DigitsClassifier, calibration: torch.Tensor) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.fingerprint = f"multi-{classifier.fingerprint}"
+        self.num_features = sum(m.out_channels for m in classifier.body if isinstance(m, nn.Conv2d)) + classifier.num_features
+        with torch.no_grad():  # each layer's group divided by its RMS on real data, so no layer dominates the distance
+            self.scales = [group.pow(2).mean().sqrt().clamp_min(1e-8) for group in self._groups(calibration)]
+
+    def _groups(self, images: torch.Tensor) -> list[torch.Tensor]:
+        h, groups = images.float(), []
+        for layer in self.classifier.body:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                groups.append(h.mean(dim=(2, 3)))
+        return [*groups, h]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g / s for g, s in zip(self._groups(images), self.scales)], dim=1).double()
+
+
+def load_digits_multi() -> DigitsMultiFeatures:
+    """The ``digits_multi`` extractor over the shipped digits classifier, layer scales from the train split."""
+    from diffsearch.models.digits import digits_split
+
+    return DigitsMultiFeatures(load_digits_classifier(), digits_split().train_images)
+
+
 def classify(images: torch.Tensor) -> torch.Tensor:
     """Labels (N,) of digit images in [-1, 1], by the shipped digits classifier."""
     return load_feature_extractor("digits").classify(images)
@@ -280,6 +319,7 @@ def build_inception() -> InceptionFeatures:
 
 FEATURE_EXTRACTORS.register("raw", RawFeatures)
 FEATURE_EXTRACTORS.register("digits", load_digits_classifier)
+FEATURE_EXTRACTORS.register("digits_multi", load_digits_multi)
 FEATURE_EXTRACTORS.register("inception", build_inception)
 
 

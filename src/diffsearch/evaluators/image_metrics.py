@@ -96,12 +96,26 @@ def fid_from_features(features: np.ndarray, reference: ReferenceStats | np.ndarr
     return frechet_distance(mu, sigma, reference.mu, reference.sigma)
 
 
-def polynomial_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 (KID's kernel; diagonals of k_xx, k_yy dropped)."""
-    m, d = x.shape
-    k_xx, k_yy, k_xy = ((a @ b.T / d + 1.0) ** 3 for a, b in ((x, x), (y, y), (x, y)))
-    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
-    return float(within - 2.0 * k_xy.mean())
+def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """KID's cubic polynomial kernel (a.b / d + 1)^3."""
+    k = a @ b.T / a.shape[1] + 1.0
+    return k * k * k
+
+
+def _within(k: np.ndarray) -> float:
+    """Sum of the off-diagonal entries of a kernel matrix."""
+    return float(k.sum() - np.trace(k))
+
+
+def polynomial_mmd2(x: np.ndarray, y: np.ndarray, within_x: float | None = None) -> float:
+    """Unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 (KID's kernel; diagonals of k_xx, k_yy dropped).
+
+    ``within_x``: the off-diagonal sum of k_xx when already known (the same x for every subset).
+    """
+    m = x.shape[0]
+    within_x = _within(_kernel(x, x)) if within_x is None else within_x
+    within = (within_x + _within(_kernel(y, y))) / (m * (m - 1))
+    return float(within - 2.0 * _kernel(x, y).mean())
 
 
 def kid_from_features(
@@ -127,8 +141,10 @@ def kid_from_features(
     if m < 2:
         raise DiffsearchError(f"KID needs at least 2 samples on each side, got {x.shape[0]} and {y.shape[0]}")
     rng = np.random.default_rng(seed)
+    whole_x = m == x.shape[0]  # every subset of x is all of x (MMD^2 does not depend on the row order)
+    within_x = _within(_kernel(x, x)) if whole_x else None
     values = [
-        polynomial_mmd2(x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)])
+        polynomial_mmd2(x if whole_x else x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)], within_x)
         for _ in range(subsets)
     ]
     return float(np.mean(values)), float(np.std(values))
@@ -149,7 +165,7 @@ def kid(samples: torch.Tensor, reference: ReferenceStats, extractor: nn.Module |
 
 
 def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, directory: Path | None = None) -> ReferenceStats:
-    """Statistics of ``model.reference_data()`` (real held-out data), computed once and cached on disk.
+    """Statistics of ``model.reference_data()`` (real data; digits: its train split), computed once and cached on disk.
 
     The cache key hashes the extractor's fingerprint and the data's bytes; ``directory`` defaults to
     ``cache_dir() / "reference"``.
@@ -163,11 +179,13 @@ def reference_stats(model: Denoiser, extractor: nn.Module | str | None = None, d
     images = data[0] if isinstance(data, (tuple, list)) else data
     key = _fingerprint(getattr(extractor, "fingerprint", type(extractor).__name__), _data_hash(images))
     path = (directory or cache_dir() / "reference") / f"{model.name}-{key}.npz"
+    source = f"{model.name} reference data ({len(images)} images)"
     if path.is_file():
-        return load_reference(path)
-    stats = ReferenceStats.from_features(extract_features(extractor, images), key, f"{model.name} reference data")
+        cached = load_reference(path)
+        return ReferenceStats(cached.mu, cached.sigma, cached.features, cached.fingerprint, source)
+    stats = ReferenceStats.from_features(extract_features(extractor, images), key, source)
     save_reference(stats, path)
-    return ReferenceStats(stats.mu, stats.sigma, stats.features, key, str(path))
+    return stats
 
 
 def save_reference(stats: ReferenceStats, path: Path) -> Path:

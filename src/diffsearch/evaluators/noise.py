@@ -9,6 +9,14 @@ from diffsearch.models.denoiser import Denoiser
 
 SEARCH_SEED = 0
 HELDOUT_SEED = 1
+MAX_HELDOUT_SETS = 100  # held-out seeds are 1..100; teacher, floor and calibration seeds lie far above
+
+
+def heldout_seeds(count: int) -> list[int]:
+    """The seeds of ``count`` held-out noise sets (1, 2, ...), disjoint from the search seed 0."""
+    if not 1 <= count <= MAX_HELDOUT_SETS:
+        raise DiffsearchError(f"held-out noise sets: {count} is not between 1 and {MAX_HELDOUT_SETS}")
+    return list(range(HELDOUT_SEED, HELDOUT_SEED + count))
 
 
 def noise_set(model: Denoiser, n: int, seed: int = HELDOUT_SEED) -> tuple[torch.Tensor, torch.Tensor | None]:

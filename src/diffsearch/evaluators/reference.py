@@ -1,4 +1,4 @@
-"""The teacher: a 1000-step high-order solution from the same noise, the reference for trajectory error."""
+"""Batched sampling on the model's device, and the teacher's schedule (``evaluators/teacher.py`` runs and caches it)."""
 
 from __future__ import annotations
 
@@ -30,26 +30,6 @@ def teacher_schedule(model: Denoiser, t_start: float, t_final: float, steps: int
         times[0], times[-1] = t_start, end
         times = np.append(times, 0.0)
     return preset_schedule("dpmpp_3m", steps, ns, timesteps=times, third_order="taylor")
-
-
-_CACHE: dict[tuple, torch.Tensor] = {}
-
-
-def teacher_samples(
-    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
-    noise_key: Any = None, batch_size: int = 2048,
-) -> torch.Tensor:
-    """Teacher samples for ``x_T`` ending where ``schedule`` ends; cached per model, noise set and times."""
-    key = (model.fingerprint, noise_key, schedule.timesteps[0], schedule.timesteps[-1], guidance)
-    if noise_key is not None and key in _CACHE:
-        return _CACHE[key]
-    teacher = teacher_schedule(model, schedule.timesteps[0], schedule.timesteps[-1])
-    nfe_before = model.nfe
-    result = sample_batched(model, teacher, x_T, cond, guidance, batch_size)
-    model.nfe = nfe_before  # the teacher's evaluations are not the candidate's cost
-    if noise_key is not None:
-        _CACHE[key] = result
-    return result
 
 
 def sample_batched(

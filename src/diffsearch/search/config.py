@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
-RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "refine", "storage", "progress", "cache",
+RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "refine", "storage", "progress", "cache",
                      "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device")
 
 
@@ -29,6 +29,8 @@ class RunConfig(BaseModel):
     search_samples: int | None = Field(None, ge=2, description="samples per search evaluation (model default)")
     final_samples: int | None = Field(None, ge=2, description="held-out samples in the final stage (model default)")
     final_top: int = Field(3, ge=1, description="candidates re-scored on held-out noise")
+    final_seeds: int = Field(3, ge=1, le=20, description="held-out noise sets of the final stage (paired comparison, mean and 95% interval)")
+    features: str | None = Field(None, description="feature space of fd_teacher / kid_teacher / fid / kid (raw, digits, digits_multi, inception); default per model and metric")
     refine: bool = Field(False, description="gradient-refine the searched finalists (LD3 loss, same NFE); kept only if better on search noise")
     seed: int = Field(0, description="seed of the strategy")
     guidance: float | None = Field(None, description="classifier-free guidance scale")

@@ -43,7 +43,7 @@ def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samp
     """Everything an evaluator needs besides the candidate, as JSON (travels to Ray actors and Tune trainables)."""
     return {"model": config.model, "space": config.space, "budget": config.budget,
             "space_options": dict(space.options), "metric": metric, "samples": samples,
-            "guidance": config.guidance, "reference": config.reference, "cache": config.cache,
+            "guidance": config.guidance, "reference": config.reference, "features": config.features, "cache": config.cache,
             "device": config.device}
 
 
@@ -55,7 +55,7 @@ def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, A
     try:
         schedule = space.decode(candidate)
         result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
-                          metrics=[settings["metric"]], reference=settings["reference"], cache=cache)
+                          metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache)
     except Exception as error:  # a broken candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return result

@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from diffsearch.evaluators.evaluate import evaluate
-from diffsearch.evaluators.noise import SEARCH_SEED
+from diffsearch.search.executors import evaluate_candidate, evaluation_settings
 from diffsearch.search.strategies import Record
 from diffsearch.solvers.anchors import LD3_SEED
 from diffsearch.solvers.anchors.ld3 import refine
@@ -39,12 +38,13 @@ def refine_finalists(run: Any, finalists: list[Record]) -> list[Record]:
 
 
 def _better(run: Any, record: Record, refined) -> Record:
-    """The refined record if its objective on the search noise beats the parent's search value."""
-    scores = evaluate(run.model, refined, samples=run.search_samples, seed=SEARCH_SEED, guidance=run.config.guidance,
-                      metrics=[run.metric], reference=run.config.reference)
+    """The refined record if its objective on the search noise (the search's own evaluation) beats the parent's."""
+    candidate = run.space.from_schedule(refined)
+    settings = evaluation_settings(run.config, run.space, run.metric, run.search_samples)
+    scores = evaluate_candidate(run.model, run.space, candidate, settings)
     value = scores.get(run.metric)
     if scores.get("status") != "ok" or value is None or not value < record.value:
         return record
     tags = {**record.tags, "refined": True, "label": f"{record.tags.get('label') or record.number}+refined",
             "parent_search_value": record.value}
-    return dataclasses.replace(record, candidate=run.space.from_schedule(refined), value=value, tags=tags)
+    return dataclasses.replace(record, candidate=candidate, value=value, tags=tags)

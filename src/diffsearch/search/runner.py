@@ -15,7 +15,7 @@ import numpy as np
 from diffsearch.budget import parse_budget
 from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.evaluate import METRICS, default_metrics, evaluate
-from diffsearch.evaluators.noise import HELDOUT_SEED, SEARCH_SEED
+from diffsearch.evaluators.noise import SEARCH_SEED
 from diffsearch.export.artifact import save_schedule
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.loading import load_model
@@ -52,8 +52,8 @@ class SearchResult:
 
 
 def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
-    """Search and final sample counts: cheap exact models get more samples."""
-    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 5000)
+    """Search and final sample counts (per held-out set): cheap exact models get more samples."""
+    search, final = (4000, 20000) if getattr(model, "truth", None) is not None else (1000, 2000)
     return config.search_samples or search, config.final_samples or final
 
 
@@ -66,6 +66,10 @@ def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     space = SPACES.get(config.space)(model, parse_budget(config.budget), **space_options)
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
+    if config.features:
+        from diffsearch.evaluators.features import FEATURE_EXTRACTORS
+
+        FEATURE_EXTRACTORS.get(config.features)
     return model, space, metric
 
 
@@ -80,6 +84,41 @@ def prepare(config: RunConfig) -> Run:
     run = Run(config, model, space, strategy, study, metric, *sample_counts(model, config), cache=cache_for(model, config.cache))
     run.executor = make_executor(run)
     return run
+
+
+def phase(run: Run, message: str) -> None:
+    """One line on stderr saying which long phase starts (when progress is shown)."""
+    if run.config.progress:
+        import sys
+
+        print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def prepare_objective(run: Run) -> dict[str, Any]:
+    """Teacher resolution, teacher reference and noise floors of the objective, computed once (cached) before the search."""
+    from diffsearch.evaluators.evaluate import TEACHER_METRICS, TEACHER_REFERENCE_SAMPLES, default_features, teacher_reference
+    from diffsearch.evaluators.floor import noise_floor
+    from diffsearch.evaluators.teacher import converged_steps
+
+    started, guidance = time.perf_counter(), run.config.guidance
+    features = run.config.features or default_features(run.model, run.metric)
+    info: dict[str, Any] = {"metric": run.metric, "features": features}
+    if run.metric in (*TEACHER_METRICS, "teacher_error"):
+        phase(run, "teacher: choosing its resolution (two resolutions must agree)")
+        info["teacher"] = converged_steps(run.model, guidance).as_dict()
+    if run.metric in TEACHER_METRICS:
+        phase(run, f"teacher reference: {TEACHER_REFERENCE_SAMPLES} samples at {info['teacher']['steps']} steps")
+        teacher_reference(run.model, features, TEACHER_REFERENCE_SAMPLES, guidance)
+    floors = {}
+    for label, count in (("search", run.search_samples), ("final", run.final_samples)):
+        phase(run, f"noise floor of {run.metric} at {count} samples")
+        floors[label] = noise_floor(run.model, run.metric, count, features=run.config.features, guidance=guidance,
+                                    reference=run.config.reference, seeds=FLOOR_SEEDS_PER_RUN)
+    info.update(floors=floors, seconds=time.perf_counter() - started)
+    return info
+
+
+FLOOR_SEEDS_PER_RUN = 3
 
 
 def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
@@ -214,43 +253,86 @@ def _ranked(run: Run) -> list[storage.Record]:
     return ranked
 
 
-def _heldout(run: Run, candidate: Candidate) -> dict[str, Any]:
-    """Held-out scores: the objective plus the model's other metrics (the costly teacher only if it is the objective)."""
-    others = [m for m in default_metrics(run.model, run.config.reference) if m != "teacher_error"]
+def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
+    """Held-out scores on one noise set: the objective plus real-data FID (the costly teacher error only if it is the objective)."""
+    others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
     metrics = list(dict.fromkeys([run.metric, *others]))
     try:
-        return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=HELDOUT_SEED,
-                        guidance=run.config.guidance, metrics=metrics, reference=run.config.reference, cache=run.cache)
+        return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
+                        metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
     except Exception as error:
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
+def _summarise(results: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """A finalist's held-out record over several noise sets: per-seed results, mean, std, worst out-of-range share."""
+    ok = all(r.get("status") == "ok" and r.get(metric) is not None for r in results)
+    values = [r.get(metric) for r in results]
+    summary: dict[str, Any] = {"status": "ok" if ok else "failed", "per_seed": results, "seeds": [r.get("seed") for r in results],
+                               "samples": results[0].get("samples") if results else None}
+    if ok:
+        summary.update({metric: float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                        "values": values, "nfe": results[0]["nfe"]})
+        if "out_of_range" in results[0]:
+            summary.update(out_of_range=max(r["out_of_range"] for r in results), max_excursion=max(r["max_excursion"] for r in results))
+        for key in results[0]:
+            if key in METRICS and key != metric:
+                summary[key] = float(np.mean([r[key] for r in results]))
+    else:
+        summary["error"] = next((r.get("error") for r in results if r.get("status") != "ok"), f"{metric} missing")
+    return summary
+
+
+def paired_comparison(best: list[float], baseline: list[float], std: float) -> dict[str, Any]:
+    """Mean paired difference (searched - preset) over the held-out sets, its 95% t-interval, and whether it beats twice ``std``."""
+    from scipy import stats
+
+    differences = np.asarray(best) - np.asarray(baseline)
+    mean = float(differences.mean())
+    if len(differences) > 1 and differences.std(ddof=1) > 0:
+        low, high = stats.t.interval(0.95, len(differences) - 1, loc=mean, scale=stats.sem(differences))
+    else:
+        low = high = mean
+    return {"mean_difference": mean, "interval95": [float(low), float(high)], "sets": len(differences), "seed_std": std,
+            "beyond_two_std": bool(-mean > 2.0 * std), "relative": float(-mean / np.mean(baseline)) if np.mean(baseline) else None}
+
+
 def final_stage(run: Run) -> dict[str, Any]:
-    """Re-score the top candidates and the best preset on held-out noise with more samples."""
+    """Re-score the top candidates and the best preset on ``final_seeds`` held-out noise sets; pick by the mean."""
+    from diffsearch.evaluators.noise import heldout_seeds
+
     counts = storage.count_evaluations(run.study)
+    settings = {"expensive": counts["expensive"], "final_samples": run.final_samples, "final_top": run.config.final_top,
+                "final_seeds": run.config.final_seeds, "refine": run.config.refine}
     cached = run.study.user_attrs.get("final")
-    if (cached and cached.get("expensive") == counts["expensive"] and cached.get("final_samples") == run.final_samples
-            and cached.get("refine", False) == run.config.refine):
+    if cached and all(cached.get(key) == value for key, value in settings.items()):
         return cached
     ranked = _ranked(run)
     if not ranked:
         raise DiffsearchError(f"study {run.study.study_name}: no candidate evaluated successfully; nothing to export")
     presets = [r for r in ranked if r.tags.get("origin") == "initial"]
     chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
-    started = time.perf_counter()
+    started, seeds = time.perf_counter(), heldout_seeds(run.config.final_seeds)
+    phase(run, f"final stage: {len(chosen)} finalists on {len(seeds)} held-out noise sets of {run.final_samples} samples")
     if run.config.refine:  # seconds count into final_s
         from diffsearch.search.refinement import refine_finalists
 
         chosen = refine_finalists(run, chosen)
     rows = [{"trial": r.number, "label": r.tags.get("label"), "search_value": r.value, "candidate": r.candidate,
-             "heldout": storage.json_safe(_heldout(run, r.candidate))} for r in chosen]
-    ok = [row for row in rows if row["heldout"].get("status") == "ok" and row["heldout"].get(run.metric) is not None]
+             "heldout": storage.json_safe(_summarise([_heldout(run, r.candidate, seed) for seed in seeds], run.metric))} for r in chosen]
+    ok = [row for row in rows if row["heldout"].get("status") == "ok"]
     if not ok:
         raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
     best = min(ok, key=lambda row: row["heldout"][run.metric])
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
-    final = {"expensive": counts["expensive"], "final_samples": run.final_samples, "rows": rows, "best": best["trial"],
-             "baseline": baseline["trial"] if baseline else None, "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "refine": run.config.refine}
+    objective = run.study.user_attrs.get("objective") or {}
+    noise = (objective.get("floors") or {}).get("final")
+    final = {**settings, "rows": rows, "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
+             "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise}
+    if baseline is not None:
+        std = max((noise or {}).get("std", 0.0), baseline["heldout"]["std"])
+        final["comparison"] = paired_comparison(best["heldout"]["values"], baseline["heldout"]["values"], std)
+        final["comparison"]["same_candidate"] = best["trial"] == baseline["trial"]
     run.study.set_user_attr("final", storage.json_safe(final))
     return final
 
@@ -284,23 +366,30 @@ def search_cost(run: Run, final: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
-    """The best finalist as a diffsearch.schedule/v1 artifact with metrics and provenance."""
+    """The best finalist as a diffsearch.schedule/v1 artifact with metrics (floor and spread beside each value) and provenance."""
+    from diffsearch.evaluators.noise import heldout_seeds
+
     rows = {row["trial"]: row for row in final["rows"]}
     best, baseline = rows[final["best"]], rows.get(final["baseline"])
-    heldout = {key: value for key, value in best["heldout"].items() if key not in ("status",)}
-    metrics = {"objective": run.metric, "heldout": heldout, "search_value": best["search_value"],
-               "search_samples": run.search_samples,
-               "baseline": None if baseline is None else {"schedule": baseline["label"], "heldout": baseline["heldout"],
+    heldout = {key: value for key, value in best["heldout"].items() if key not in ("status", "per_seed")}
+    objective = run.study.user_attrs.get("objective") or {}
+    metrics = {"objective": run.metric, "features": objective.get("features"), "heldout": heldout,
+               "noise": final.get("noise"), "search_value": best["search_value"], "search_samples": run.search_samples,
+               "search_noise": (objective.get("floors") or {}).get("search"), "teacher": objective.get("teacher"),
+               "metric_info": ((best["heldout"].get("per_seed") or [{}])[0]).get("metric_info"),
+               "comparison": final.get("comparison"),
+               "baseline": None if baseline is None else {"schedule": baseline["label"],
+                                                          "heldout": {k: v for k, v in baseline["heldout"].items() if k != "per_seed"},
                                                           "presets_evaluated": final.get("presets_evaluated"),
                                                           "presets_in_space": len(run.space.initial())}}
     provenance = {
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
         "config": run.config.model_dump(mode="json"),
-        "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": HELDOUT_SEED},
+        "seeds": {"strategy": run.config.seed, "search_noise": SEARCH_SEED, "heldout_noise": heldout_seeds(final.get("final_seeds", 1))},
         "model": {"spec": run.config.model, "name": run.model.name, "fingerprint": run.model.fingerprint,
                   "device": run.model.device},
         "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "search_cost": search_cost(run, final),
+        "search_cost": {**search_cost(run, final), "objective_s": objective.get("seconds", 0.0)},
     }
     schedule = run.space.decode(best["candidate"])
     return Schedule.model_validate({**schedule.model_dump(), "name": f"{run.study.study_name}:best",
@@ -321,6 +410,7 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
     """
     config = config if isinstance(config, RunConfig) else RunConfig.model_validate(config)
     run = prepare(config)
+    run.study.set_user_attr("objective", storage.json_safe(prepare_objective(run)))  # cached on disk: cheap on resume
     search_loop(run)
     final = final_stage(run)
     schedule = build_artifact(run, final)

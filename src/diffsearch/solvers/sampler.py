@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -48,9 +49,13 @@ def check_compatible(model: Denoiser, schedule: Schedule) -> None:
 
 
 def sample(
-    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None
+    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
+    callback: Callable[[int, float, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Run ``schedule`` on ``model`` from noise ``x_T``; returns the sample at the final timestep.
+
+    ``callback(i, t_i, x_i, denoised_i)`` observes the loop after each evaluation at an interior time
+    (k-diffusion's callback): the state there and the model's data prediction at it.
 
     Example:
         >>> import torch, diffsearch
@@ -73,6 +78,8 @@ def sample(
         if i == len(plans) - 1:
             return x
         outputs["noise"][i + 1], outputs["data"][i + 1] = model.predict(x, t[i + 1], cond, guidance)
+        if callback is not None:
+            callback(i + 1, t[i + 1], x, outputs["data"][i + 1])
         if plan.corrector is not None:
             x = apply_update(plan.corrector, {**xs, i + 1: x}, outputs)
             if plan.implicit:
