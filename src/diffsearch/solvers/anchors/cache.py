@@ -30,10 +30,13 @@ def anchor_directory() -> Path:
     return Path(os.environ.get("DIFFSEARCH_CACHE", Path.home() / ".cache" / "diffsearch")) / "anchors"
 
 
+ALGORITHM_VERSION = 2  # bump when a method's results change for the same settings (stale entries are then ignored)
+
+
 def record_key(method: str, fingerprint: str, solver: str, nfe: int, settings: dict[str, Any]) -> str:
-    """sha256 of the method, the model (or noise schedule) fingerprint, the solver, NFE and settings."""
+    """sha256 of the method, the model (or noise schedule) fingerprint, the solver, NFE, settings and ALGORITHM_VERSION."""
     payload = json.dumps({"method": method, "fingerprint": fingerprint, "solver": solver, "nfe": nfe,
-                          "settings": settings}, sort_keys=True, default=str)
+                          "settings": settings, "version": ALGORITHM_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
