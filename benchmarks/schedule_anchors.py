@@ -61,11 +61,11 @@ def best_presets(model, nfe: int, metric: str, samples: int, presets: list[str])
     return best, seconds
 
 
-def search(model_name: str, nfe: int, evals: int | None, metric: str) -> tuple[object, float]:
+def search(model_name: str, nfe: int, evals: int | None, metric: str, seeds: list[str]) -> tuple[object, float]:
     base = yaml.safe_load(open("configs/gmm_solver_schedule_5nfe.yaml")) if model_name == "gmm" else {"model": "digits"}
     config = {**base, "budget": f"{nfe}nfe", "storage": "sqlite:///:memory:", "progress": False,
               "out": f"/tmp/anchors-{model_name}-{nfe}.json", "metric": metric,
-              "space_options": {"anchor_spacings": ["gits", "dmn", "ld3"]}}
+              "space_options": {"anchor_spacings": seeds}}
     if evals:
         config["evals"] = evals
     started = time.perf_counter()
@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="held-out samples per set (gmm 20000, digits 2000)")
     parser.add_argument("--evals", type=int, default=None, help="expensive evaluations of the search (config default)")
     parser.add_argument("--presets", nargs="+", default=None, help="presets of the baseline table (default: all)")
+    parser.add_argument("--seed-spacings", nargs="*", default=["gits", "dmn", "ld3"], help="optimised spacings seeding the search")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     model = diffsearch.load_model(args.model)
@@ -101,12 +102,12 @@ def main() -> None:
     samples = args.samples or (20000 if args.model == "gmm" else 2000)
     search_samples = 4000 if args.model == "gmm" else 1000
     print(f"{args.model}: {metric} on held-out seeds {HELDOUT_SETS}, {samples} samples each; mean ± 95% t interval; "
-          f"presets: {', '.join(args.presets or PRESETS.names())}")
+          f"presets: {', '.join(args.presets or PRESETS.names())}; search seeded with {args.seed_spacings}")
     print("| NFE | " + " | ".join(f"best on {s}" for s in SPACINGS) + " | searched | searched + refined | searched / best |")
     print("|---|" + "---|" * (len(SPACINGS) + 3))
     for nfe in args.nfe:
         best, seconds = best_presets(model, nfe, metric, samples, args.presets or PRESETS.names())
-        schedule, search_seconds = search(args.model, nfe, args.evals, metric)
+        schedule, search_seconds = search(args.model, nfe, args.evals, metric, args.seed_spacings)
         searched = heldout(model, schedule, metric, samples)
         final, refine_seconds, kept = refined(model, schedule, metric, search_samples)
         final_values = heldout(model, final, metric, samples) if kept else searched
