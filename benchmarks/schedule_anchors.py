@@ -3,6 +3,7 @@ dmn, ld3} vs the searched (and gradient-refined) schedule, on 3 held-out noise s
 
     python benchmarks/schedule_anchors.py gmm --nfe 4 5 6 8 10
     python benchmarks/schedule_anchors.py digits --nfe 5 10 --samples 2000 --evals 60
+    python benchmarks/schedule_anchors.py gmm --nfe 5 --per-solver unipc_bh2 dpmpp_2m dpmpp_3m   # spacings per solver
 
 The search is the default s3 solver_schedule search (gmm: configs/gmm_solver_schedule_5nfe.yaml
 with its budget replaced) with the gits/dmn/ld3 presets added to its initial population
@@ -87,6 +88,20 @@ def refined(model, schedule, metric: str, search_samples: int) -> tuple[object, 
     return (candidate, seconds, True) if after < before else (schedule, seconds, False)
 
 
+def per_solver(model, solvers: list[str], nfes: list[int], metric: str, samples: int) -> None:
+    """One row per (solver, NFE): the metric on every spacing, to compare spacings for the same solver."""
+    print(f"{metric} on held-out seeds {HELDOUT_SETS}, {samples} samples each; mean ± 95% t interval (seconds to compute the spacing)")
+    print("| solver | NFE | " + " | ".join(SPACINGS) + " |")
+    print("|---|---|" + "---|" * len(SPACINGS))
+    for solver, nfe in ((solver, nfe) for nfe in nfes for solver in solvers):
+        cells = []
+        for spacing in SPACINGS:
+            schedule = preset_schedule(solver, nfe, model.noise_schedule, spacing, model=model)
+            seconds = schedule.provenance.get("spacing_seconds", 0.0)
+            cells.append(f"{summary(heldout(model, schedule, metric, samples))} ({seconds:.1f} s)")
+        print(f"| {solver} | {nfe} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", choices=["gmm", "digits"])
@@ -94,6 +109,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="held-out samples per set (gmm 20000, digits 2000)")
     parser.add_argument("--evals", type=int, default=None, help="expensive evaluations of the search (config default)")
     parser.add_argument("--presets", nargs="+", default=None, help="presets of the baseline table (default: all)")
+    parser.add_argument("--per-solver", nargs="+", default=None, help="only the spacing table for these solvers")
     parser.add_argument("--seed-spacings", nargs="*", default=["gits", "dmn", "ld3"], help="optimised spacings seeding the search")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -101,6 +117,8 @@ def main() -> None:
     metric = "frechet_exact" if args.model == "gmm" else "fid"
     samples = args.samples or (20000 if args.model == "gmm" else 2000)
     search_samples = 4000 if args.model == "gmm" else 1000
+    if args.per_solver:
+        return per_solver(model, args.per_solver, args.nfe, metric, samples)
     print(f"{args.model}: {metric} on held-out seeds {HELDOUT_SETS}, {samples} samples each; mean ± 95% t interval; "
           f"presets: {', '.join(args.presets or PRESETS.names())}; search seeded with {args.seed_spacings}")
     print("| NFE | " + " | ".join(f"best on {s}" for s in SPACINGS) + " | searched | searched + refined | searched / best |")
