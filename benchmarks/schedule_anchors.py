@@ -18,6 +18,7 @@ import time
 import warnings
 
 import numpy as np
+import torch
 import yaml
 
 import diffsearch
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--seed-spacings", nargs="*", default=["gits", "dmn", "ld3"], help="optimised spacings seeding the search")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(1)  # small tensors: more threads only contend (as in the test suite)
     model = diffsearch.load_model(args.model)
     metric = "frechet_exact" if args.model == "gmm" else "fid"
     samples = args.samples or (20000 if args.model == "gmm" else 2000)
