@@ -30,7 +30,7 @@ def anchor_directory() -> Path:
     return Path(os.environ.get("DIFFSEARCH_CACHE", Path.home() / ".cache" / "diffsearch")) / "anchors"
 
 
-ALGORITHM_VERSION = 2  # bump when a method's results change for the same settings (stale entries are then ignored)
+ALGORITHM_VERSION = 3  # bump when a method's results change for the same settings (stale entries are then ignored)
 
 
 def record_key(method: str, fingerprint: str, solver: str, nfe: int, settings: dict[str, Any]) -> str:

@@ -4,8 +4,9 @@ The parameters are the logSNR gaps (a softmax over the span, so times stay stric
 between fixed endpoints) and, for ``refine``, t_end and the derivative scaling coefficients. The
 loss is LD3's soft (slack-ball) surrogate: the student from x_T' in a ball of radius
 ``radius * sigma_T * sqrt(dim)`` around x_T should hit the teacher's sample from x_T; each x_T' is a
-parameter projected back onto its ball. The kept parameters are the ones with the lowest plain
-(hard) loss on the validation half.
+parameter projected back onto its ball. After each epoch the plain (hard) loss on the validation
+half decides: better parameters are kept, otherwise training restarts from the best ones with
+half the learning rate.
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ def _train(model, schedule, parameters, train, validation, guidance, epochs, bat
         history.append(hard_loss(model, schedule, parameters, validation, guidance, 50))
         if history[-1] < best:
             best, best_state = history[-1], {k: v.clone() for k, v in parameters.state_dict().items()}
+        else:  # backtrack: restart from the best parameters with half the step
+            parameters.load_state_dict(best_state)
+            optimiser.param_groups[0]["lr"] /= 2
     parameters.load_state_dict(best_state)
     details = {"validation_loss": best, "initial_validation_loss": initial, "validation_history": history}
     return to_schedule(schedule, parameters, ns, "ld3"), details
