@@ -23,7 +23,7 @@ ScheduleOption = Annotated[str, typer.Option("--schedule", "-s", help="preset:NA
 PresetBudgetOption = Annotated[Optional[str], typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (needed for presets).")]
 ReferenceOption = Annotated[Optional[str], typer.Option("--reference", help="Real data for FID/KID: .npy/.npz samples, or .npz with mu/sigma.")]
 BudgetOption = Annotated[str, typer.Option("--budget", "-b", help="NFE budget, e.g. 10nfe (1 to 1000, no space).")]
-SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing.")]
+SpacingOption = Annotated[str, typer.Option("--spacing", help="Timestep family for presets: logsnr, time_uniform, quadratic, karras, linspace, leading, trailing; optimised for the preset: gits, dmn, ld3, ays (cached).")]
 SamplesOption = Annotated[int, typer.Option("--samples", "-n", min=2, help="Held-out samples to evaluate.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the held-out noise set.")]
 GuidanceOption = Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance scale (conditional models).")]
@@ -153,6 +153,12 @@ def sample_command(
     typer.echo(f"wrote {write_grid(denoiser, resolved, out, per_row, seed, guidance)}")
 
 
+def _spacing_cost(schedule) -> dict:
+    """The seconds an optimised spacing took when it was computed (later calls read the cache), if any."""
+    seconds = schedule.provenance.get("spacing_seconds")
+    return {} if seconds is None else {"spacing_seconds": seconds}
+
+
 @app.command("baselines")
 def baselines_command(
     model: ModelOption = DEFAULT_MODEL,
@@ -171,21 +177,21 @@ def baselines_command(
     from diffsearch.budget import nfe_budget
     from diffsearch.evaluators.evaluate import default_metrics, evaluate
     from diffsearch.solvers.presets import PRESETS, preset_schedule
-    from diffsearch.solvers.timesteps import TIMESTEP_FAMILIES
+    from diffsearch.solvers.timesteps import check_spacing
     from diffsearch.spaces.solver_schedule import INITIAL_SPACINGS
 
     nfe = nfe_budget(budget)
-    spacings = INITIAL_SPACINGS if spacing == "all" else (TIMESTEP_FAMILIES.get(spacing) and (spacing,))
+    spacings = INITIAL_SPACINGS if spacing == "all" else (check_spacing(spacing),)
     denoiser = _load_model(model, device)
     metrics = metric or default_metrics(denoiser, reference)
     rows = []
     with _bar(len(PRESETS.names()) * len(spacings), f"presets at {nfe} NFE", not as_json) as advance:
         for family in spacings:
             for name in PRESETS:
-                schedule = preset_schedule(name, nfe, denoiser.noise_schedule, family)
+                schedule = preset_schedule(name, nfe, denoiser.noise_schedule, family, model=denoiser)
                 result = evaluate(denoiser, schedule, samples=samples, seed=seed, guidance=guidance, metrics=metrics, reference=reference,
                                   features=features, max_out_of_range=1.0)
-                rows.append({"schedule": f"preset:{name}@{family}", **result})
+                rows.append({"schedule": f"preset:{name}@{family}", **result, **_spacing_cost(schedule)})
                 advance(1)
     rows.sort(key=lambda row: (row["status"] != "ok", row.get(metrics[0], float("inf"))))
     floors = _floors(denoiser, metrics, samples, guidance, reference, features, not as_json)
@@ -229,6 +235,7 @@ def run_command(
     max_attempts: Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Runs killed while evaluating one candidate before it is a failed trial (default 2).")] = None,
     join: Annotated[bool, typer.Option("--join", help="Share a study another live driver is running (default: refuse).")] = False,
     eval_timeout: Annotated[Optional[str], typer.Option("--eval-timeout", help="Longest one evaluation may run, e.g. 5m (default: 10x the first evaluations, at least 60s).")] = None,
+    refine: Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="Gradient-refine the finalists (LD3 loss); kept only if better on search noise.")] = None,
 ) -> None:
     """Search for the best schedule at a budget; rerunning the same command resumes the study."""
     from diffsearch.search.config import load_config
@@ -240,7 +247,7 @@ def run_command(
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "ray_address": ray_address, "predictor": predictor, "device": device,
-                 "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None}
+                 "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None, "refine": refine}
     if evals is not None and evals < 1:
         _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
     run_config = load_config(config, overrides)

@@ -116,7 +116,8 @@ def load_schedule(
         if nfe is None or model is None:
             raise DiffsearchError(f"{text}: a preset needs nfe= and model= (e.g. --budget 10nfe --model gmm)")
         noise_schedule = model.noise_schedule if hasattr(model, "noise_schedule") else model
-        return preset_schedule(text.removeprefix("preset:"), nfe, noise_schedule, spacing or "logsnr", **options)
+        denoiser = model if hasattr(model, "noise_schedule") else None
+        return preset_schedule(text.removeprefix("preset:"), nfe, noise_schedule, spacing or "logsnr", model=denoiser, **options)
     schedule = parse_schedule(artifact_text(text, "schedule"), source=text)
     check_nfe(text, "schedule", schedule.nfe, nfe)
     return schedule

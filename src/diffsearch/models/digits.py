@@ -220,7 +220,7 @@ def digits_network(unet: DigitsUNet):
 
     def fn(x: torch.Tensor, t_in: torch.Tensor, cond: Any = None) -> torch.Tensor:
         labels = _labels(cond, x.shape[0], x.device)
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):  # differentiable for LD3 / refine
             return unet(x.float(), t_in.float(), labels).to(x.dtype)
 
     return fn

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
-RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "storage", "progress", "cache",
+RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "refine", "storage", "progress", "cache",
                      "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device",
                      "max_attempts", "eval_timeout", "join")
 MAX_CONFIG_BYTES = 1_000_000
@@ -33,6 +33,7 @@ class RunConfig(BaseModel):
     final_top: int = Field(3, ge=1, description="candidates re-scored on held-out noise")
     final_seeds: int = Field(3, ge=1, le=20, description="held-out noise sets of the final stage (paired comparison, mean and 95% interval)")
     features: str | None = Field(None, description="feature space of fd_teacher / kid_teacher / fid / kid (raw, digits, digits_multi, inception); default per model and metric")
+    refine: bool = Field(False, description="gradient-refine the searched finalists (LD3 loss, same NFE); kept only if better on search noise")
     seed: int = Field(0, description="seed of the strategy")
     guidance: float | None = Field(None, description="classifier-free guidance scale")
     reference: str | None = Field(None, description="real data for FID/KID (.npy/.npz samples or mu/sigma .npz)")

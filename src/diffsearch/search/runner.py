@@ -368,7 +368,7 @@ def final_stage(run: Run) -> dict[str, Any]:
 
     counts = storage.count_evaluations(run.study)
     settings = {"expensive": counts["expensive"], "final_samples": run.final_samples, "final_top": run.config.final_top,
-                "final_seeds": run.config.final_seeds}
+                "final_seeds": run.config.final_seeds, "refine": run.config.refine}
     cached = run.study.user_attrs.get("final")
     if cached and all(cached.get(key) == value for key, value in settings.items()):
         return cached
@@ -379,6 +379,10 @@ def final_stage(run: Run) -> dict[str, Any]:
     chosen = ranked[: run.config.final_top] + ([presets[0]] if presets and presets[0] not in ranked[: run.config.final_top] else [])
     started, seeds = time.perf_counter(), heldout_seeds(run.config.final_seeds)
     phase(run, f"final stage: {len(chosen)} finalists on {len(seeds)} held-out noise sets of {run.final_samples} samples")
+    if run.config.refine:  # seconds count into final_s
+        from diffsearch.search.refinement import refine_finalists
+
+        chosen = refine_finalists(run, chosen)
     rows = [_finalist(run, r, seeds, i, len(chosen)) for i, r in enumerate(chosen, 1)]
     ok = [row for row in rows if row["heldout"].get("status") == "ok"]
     if not ok:

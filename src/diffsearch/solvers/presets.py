@@ -15,7 +15,7 @@ from diffsearch.errors import DiffsearchError
 from diffsearch.models.noise_schedules import NoiseSchedule
 from diffsearch.registry import Registry
 from diffsearch.solvers.schedule import Corrector, Derivative, NoiseScheduleRef, Schedule, Step, default_points
-from diffsearch.solvers.timesteps import make_timesteps
+from diffsearch.solvers.timesteps import OPTIMISED_SPACINGS, make_timesteps
 
 PRESETS: Registry[Callable[..., tuple[Step, ...]]] = Registry("preset")
 
@@ -173,16 +173,23 @@ def preset_schedule(
     t_start: float | None = None,
     t_end: float | None = None,
     timesteps: Sequence[float] | None = None,
+    model: Any = None,
     **options: Any,
 ) -> Schedule:
     """The schedule of preset ``name`` with ``nfe`` evaluations (one per step for every preset).
 
-    ``timesteps`` (continuous t, nfe + 1 values) overrides the spacing family.
+    ``timesteps`` (continuous t, nfe + 1 values) overrides the spacing family. Optimised spacings
+    (``gits``, ``dmn``, ``ld3``, ``ays``) are computed for this preset, on ``model`` where they need one.
     """
-    builder = PRESETS.get(name)
+    builder, extra = PRESETS.get(name), {}
     if nfe < 1:
         raise DiffsearchError(f"nfe must be >= 1, got {nfe}")
-    if timesteps is None:
+    if timesteps is None and spacing in OPTIMISED_SPACINGS:
+        from diffsearch.solvers.anchors import anchor_timesteps
+
+        record = anchor_timesteps(spacing, noise_schedule if model is None else model, name, nfe, t_start, t_end, options)
+        times, extra = np.asarray(record.timesteps), {"spacing_seconds": record.seconds}
+    elif timesteps is None:
         times = make_timesteps(noise_schedule, nfe, spacing, t_start, t_end)
     else:
         times = np.asarray(timesteps, dtype=np.float64)
@@ -197,5 +204,5 @@ def preset_schedule(
         noise_schedule=NoiseScheduleRef(spec=noise_schedule.describe(), fingerprint=noise_schedule.fingerprint),
         timesteps=tuple(float(t) for t in times),
         steps=steps,
-        provenance={"preset": name, "spacing": "custom" if timesteps is not None else spacing, "options": options},
+        provenance={"preset": name, "spacing": "custom" if timesteps is not None else spacing, "options": options, **extra},
     )

@@ -18,6 +18,12 @@ from diffsearch.models.noise_schedules import DiscreteVP, NoiseSchedule
 from diffsearch.registry import Registry
 
 TIMESTEP_FAMILIES: Registry[Callable[..., np.ndarray]] = Registry("spacing")
+# Spacings optimised for a model and solver (diffsearch.solvers.anchors), resolved by preset_schedule.
+OPTIMISED_SPACINGS: Registry = Registry("optimised spacing")
+OPTIMISED_SPACINGS.register("gits", "diffsearch.solvers.anchors.gits:GITS")
+OPTIMISED_SPACINGS.register("dmn", "diffsearch.solvers.anchors.dmn:DMN")
+OPTIMISED_SPACINGS.register("ld3", "diffsearch.solvers.anchors.ld3:LD3")
+OPTIMISED_SPACINGS.register("ays", "diffsearch.solvers.anchors.ays:AYS")
 
 
 @TIMESTEP_FAMILIES.register("time_uniform")
@@ -80,6 +86,14 @@ for _name in ("linspace", "leading", "trailing"):
 DIFFUSERS_SPACINGS = ("linspace", "leading", "trailing")
 
 
+def check_spacing(spacing: str) -> str:
+    """``spacing`` if it names a timestep family or an optimised spacing; else one error listing them all."""
+    if spacing not in TIMESTEP_FAMILIES and spacing not in OPTIMISED_SPACINGS:
+        valid = ", ".join(sorted(TIMESTEP_FAMILIES.names() + OPTIMISED_SPACINGS.names()))
+        raise DiffsearchError(f"unknown spacing {spacing!r}; valid spacings: {valid}")
+    return spacing
+
+
 def make_timesteps(
     ns: NoiseSchedule, n_steps: int, spacing: str = "logsnr", t_start: float | None = None, t_end: float | None = None
 ) -> np.ndarray:
@@ -93,7 +107,9 @@ def make_timesteps(
     """
     if n_steps < 1:
         raise DiffsearchError(f"number of steps must be >= 1, got {n_steps}")
-    family = TIMESTEP_FAMILIES.get(spacing)
+    if spacing in OPTIMISED_SPACINGS:
+        raise DiffsearchError(f"spacing {spacing!r} is optimised for a solver (and model): use preset_schedule(..., model=)")
+    family = TIMESTEP_FAMILIES.get(check_spacing(spacing))
     if spacing in DIFFUSERS_SPACINGS:
         return family(ns, n_steps, t_start, t_end)
     t_start = ns.t_max if t_start is None else t_start

@@ -79,6 +79,19 @@ class SearchSpace(ABC):
     def from_params(self, params: dict[str, Any]) -> Candidate:
         """The candidate for a full assignment of ``distributions()``."""
 
+    def from_schedule(self, schedule: Schedule) -> Candidate:
+        """The candidate that decodes to ``schedule`` (used to bring refined schedules back into the space)."""
+        raise DiffsearchError(f"space {self.name!r} cannot take a schedule back as a candidate")
+
+    def anchor_spacings(self) -> tuple[str, ...]:
+        """The optimised spacings (``space_options: {anchor_spacings: [gits, dmn, ld3]}``) whose presets join ``initial``."""
+        from diffsearch.solvers.timesteps import OPTIMISED_SPACINGS
+
+        names = tuple(self.options.get("anchor_spacings", ()))
+        for name in names:
+            OPTIMISED_SPACINGS.get(name)
+        return names
+
     def cost(self, candidate: Candidate) -> dict[str, float]:
         """Free statistics of the candidate's cost."""
         return {"nfe": float(self.decode(candidate).nfe)}

@@ -93,11 +93,15 @@ class SolverScheduleSpace(SearchSpace):
 
     # -- candidates ---------------------------------------------------------------------------
     def initial(self) -> list[tuple[str, Candidate]]:
-        """Every preset at this NFE on every continuous timestep family (logSNR, uniform, quadratic, Karras)."""
+        """Every preset at this NFE on every continuous timestep family (logSNR, uniform, quadratic, Karras),
+        and on the optimised spacings named in the ``anchor_spacings`` space option (none by default)."""
         return [
-            (f"preset:{name}@{spacing}", schedule_to_candidate(preset_schedule(name, self.nfe, self.ns, spacing)))
-            for spacing in INITIAL_SPACINGS for name in PRESETS
+            (f"preset:{name}@{spacing}", schedule_to_candidate(preset_schedule(name, self.nfe, self.ns, spacing, model=self.model)))
+            for spacing in INITIAL_SPACINGS + self.anchor_spacings() for name in PRESETS
         ]
+
+    def from_schedule(self, schedule: Schedule) -> Candidate:
+        return self.validate(schedule_to_candidate(schedule))
 
     def decode(self, candidate: Candidate) -> Schedule:
         return Schedule(noise_schedule=self.reference, timesteps=tuple(candidate["timesteps"]),

@@ -33,10 +33,14 @@ class TimestepsSpace(SearchSpace):
         self.lambda_start = float(self.ns.lambda_(self.t_start))
 
     def initial(self) -> list[tuple[str, Candidate]]:
-        """The solver on every continuous spacing family."""
-        families = [name for name in TIMESTEP_FAMILIES if name not in DIFFUSERS_SPACINGS]
-        return [(f"preset:{self.solver}@{family}", {"timesteps": list(preset_schedule(self.solver, self.nfe, self.ns, family).timesteps)})
+        """The solver on every continuous spacing family and on the ``anchor_spacings`` space option's."""
+        families = [name for name in TIMESTEP_FAMILIES if name not in DIFFUSERS_SPACINGS] + list(self.anchor_spacings())
+        return [(f"preset:{self.solver}@{family}",
+                 {"timesteps": list(preset_schedule(self.solver, self.nfe, self.ns, family, model=self.model).timesteps)})
                 for family in families]
+
+    def from_schedule(self, schedule: Schedule) -> Candidate:
+        return self.validate({"timesteps": [float(t) for t in schedule.timesteps]})
 
     def decode(self, candidate: Candidate) -> Schedule:
         return preset_schedule(self.solver, self.nfe, self.ns, timesteps=candidate["timesteps"])
