@@ -101,6 +101,9 @@ def prepare(config: RunConfig) -> Run:
     model, space, metric = resolve(config)
     strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
     study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
+    stored = (study.user_attrs.get("objective") or {}).get("metric")
+    if config.metric is None and stored is not None:  # a resumed study keeps the objective it was searched with
+        metric = stored
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.search.executors import make_executor
 
