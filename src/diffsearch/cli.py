@@ -267,7 +267,8 @@ def _print_summary(result) -> None:
     if metrics.get("baseline"):
         rows.append(_summary_row(metrics["baseline"]["schedule"], metrics["baseline"]["heldout"], objective))
     heldout = metrics["heldout"]
-    title = (f"held-out {objective} ({metrics.get('features') or 'default'} features), {len(heldout.get('seeds') or [])} noise sets "
+    features = f" ({metrics['features']} features)" if metrics.get("features") else ""
+    title = (f"held-out {objective}{features}, {len(heldout.get('seeds') or [])} noise sets "
              f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
     _print_rows(rows, False, title=title)
     typer.echo(_closing_line(metrics, result.schedule.provenance))

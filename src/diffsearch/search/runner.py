@@ -151,7 +151,7 @@ def prepare_objective(run: Run) -> dict[str, Any]:
 
     started, guidance = time.perf_counter(), run.config.guidance
     features = run.config.features or default_features(run.model, run.metric)
-    info: dict[str, Any] = {"metric": run.metric, "features": features}
+    info: dict[str, Any] = {"metric": run.metric, "features": None if run.metric in ("teacher_error", "frechet_exact") else features}
     if run.metric in (*TEACHER_METRICS, "teacher_error"):
         phase(run, "teacher: choosing its resolution (two resolutions must agree)")
         info["teacher"] = converged_steps(run.model, guidance).as_dict()
