@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 from diffsearch.search import storage
 from diffsearch.search.config import RunConfig
@@ -33,7 +34,9 @@ def run_job(storage_url: str, name: str) -> int:
     update_job(study, started=time.time(), finished=None, error=None,
                evaluations_at_start=storage.count_evaluations(study)["expensive"])
     try:
-        result = run_search(RunConfig.model_validate(job.config))
+        config = RunConfig.model_validate(job.config)
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)  # the server owns runs/<study>/; run_search checks --out first
+        result = run_search(config)
         export_study(name, storage_url, result.path)  # the served artifact is exactly what `search export` writes
     except Exception as error:
         update_job(study, status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}")
