@@ -197,8 +197,8 @@ HOSTILE = {
     "moderately_deep": (lambda d: json.dumps(_set(d, ("provenance",), json.loads("[" * 40 + "]" * 40))), "nested deeper"),
     "200000_steps": (lambda d: json.dumps(_set(_set(d, ("steps",), [{"order": 1}] * 200_000), ("timesteps",),
                                                [1 - i / 200_001 for i in range(200_001)])), "bytes"),
-    "1001_steps": (lambda d: json.dumps(_set(_set(d, ("steps",), [{"order": 1}] * 1001), ("timesteps",),
-                                             [1 - i / 1002 for i in range(1002)])), "steps"),
+    "4097_steps": (lambda d: json.dumps(_set(_set(d, ("steps",), [{"order": 1}] * 4097), ("timesteps",),
+                                             [1 - i / 4098 for i in range(4098)])), "steps"),
     "huge_coefficient": (lambda d: json.dumps(d).replace('"coefficient": 0.0', '"coefficient": 1e300', 1), "coefficient"),
 }
 

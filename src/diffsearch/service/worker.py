@@ -37,7 +37,7 @@ def run_job(storage_url: str, name: str) -> int:
         config = RunConfig.model_validate(job.config)
         Path(config.out).parent.mkdir(parents=True, exist_ok=True)  # the server owns runs/<study>/; run_search checks --out first
         result = run_search(config)
-        export_study(name, storage_url, result.path)  # the served artifact is exactly what `search export` writes
+        export_study(name, storage_url, result.path, model=config.model)  # exactly what `search export --model M` writes
     except Exception as error:
         update_job(study, status="failed", finished=time.time(), error=f"{type(error).__name__}: {error}")
         print(f"error: {error}", file=sys.stderr)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SCHEMA_VERSION = "diffsearch.schedule/v1"
 MAX_ORDER = 4
-MAX_STEPS = 1000  # bound on steps per schedule (a 1000-step schedule samples in seconds; 200,000 ran for minutes)
+MAX_STEPS = 4096  # bound on steps per schedule (teachers and references use up to 2000; 200,000 ran for minutes)
 MAX_COEFFICIENT = 1e6  # bound on |coefficient| of a derivative scale
 Scale = Literal["none", "bh1", "bh2", "linear", "exp", "constant"]
 Prediction = Literal["noise", "data"]
