@@ -114,12 +114,12 @@ def _metric_names() -> list[str]:
 
 def _floors(model, metrics: list[str], samples: int, guidance, reference, features, show: bool) -> dict[str, Any]:
     """The noise floor and seed std of each metric at ``samples`` (cached per model)."""
-    from diffsearch.evaluators.floor import noise_floor
+    from diffsearch.evaluators.floor import RUN_FLOOR_SEEDS, noise_floor
 
     floors = {}
     with _bar(len(metrics), f"noise floors at {samples} samples (once per model, then cached)", show) as advance:
         for metric in metrics:
-            floors[metric] = noise_floor(model, metric, samples, features=features, guidance=guidance, reference=reference, seeds=3)
+            floors[metric] = noise_floor(model, metric, samples, features=features, guidance=guidance, reference=reference, seeds=RUN_FLOOR_SEEDS)
             advance(1)
     return floors
 

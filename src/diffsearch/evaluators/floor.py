@@ -23,6 +23,8 @@ from diffsearch.evaluators.teacher import FLOOR_SEED, MEMORY, cache_file, cache_
 from diffsearch.models.denoiser import Denoiser
 
 FLOOR_SEEDS = 5
+#: floor sets measured by `search run`, `search eval` and `search baselines` (benchmarks use FLOOR_SEEDS)
+RUN_FLOOR_SEEDS = 3
 
 
 def _floor_samples(model: Denoiser, metric: str, n: int, k: int, guidance: float | None, progress=None):
@@ -45,6 +47,9 @@ def _floor_samples(model: Denoiser, metric: str, n: int, k: int, guidance: float
 def noise_floor(model: Denoiser, metric: str, samples: int, *, features: str | None = None, guidance: float | None = None,
                 reference: str | None = None, seeds: int = FLOOR_SEEDS, progress=None) -> dict[str, Any]:
     """``{"floor", "std", "samples", "seeds", "noise", "sampler"}`` of ``metric`` at ``samples``, cached on disk."""
+    if metric == "teacher_error":  # paired with the teacher on the candidate's own noise: zero by construction
+        return {"metric": metric, "features": None, "floor": 0.0, "std": 0.0, "samples": samples, "seeds": 0,
+                "noise": "the candidate's own noise (paired)", "sampler": "teacher"}
     features = features or default_features(model, metric)
     teacher_steps = converged_steps(model, guidance).steps if metric not in (*REAL_METRICS, "frechet_exact") else None
     key = cache_key("floor", OBJECTIVE_VERSION, model.fingerprint, metric, features, samples, guidance, reference, seeds, teacher_steps)
@@ -54,9 +59,6 @@ def noise_floor(model: Denoiser, metric: str, samples: int, *, features: str | N
     if path is not None and path.is_file():
         MEMORY[key] = json.loads(path.read_text())
         return MEMORY[key]
-    if metric == "teacher_error":  # paired with the teacher on the candidate's own noise: zero by construction
-        return {"metric": metric, "features": None, "floor": 0.0, "std": 0.0, "samples": samples, "seeds": 0,
-                "noise": "the candidate's own noise (paired)", "sampler": "teacher"}
     values, sampler = [], ""
     schedule = teacher_schedule(model, float(model.noise_schedule.t_max), float(model.noise_schedule.default_t_end), 1)
     for k in range(seeds):

@@ -146,7 +146,7 @@ def phase(run: Run, message: str) -> None:
 def prepare_objective(run: Run) -> dict[str, Any]:
     """Teacher resolution, teacher reference and noise floors of the objective, computed once (cached) before the search."""
     from diffsearch.evaluators.evaluate import TEACHER_METRICS, TEACHER_REFERENCE_SAMPLES, default_features, teacher_reference
-    from diffsearch.evaluators.floor import noise_floor
+    from diffsearch.evaluators.floor import RUN_FLOOR_SEEDS, noise_floor
     from diffsearch.evaluators.teacher import converged_steps
 
     started, guidance = time.perf_counter(), run.config.guidance
@@ -162,12 +162,10 @@ def prepare_objective(run: Run) -> dict[str, Any]:
     for label, count in (("search", run.search_samples), ("final", run.final_samples)):
         phase(run, f"noise floor of {run.metric} at {count} samples")
         floors[label] = noise_floor(run.model, run.metric, count, features=run.config.features, guidance=guidance,
-                                    reference=run.config.reference, seeds=FLOOR_SEEDS_PER_RUN)
+                                    reference=run.config.reference, seeds=RUN_FLOOR_SEEDS)
     info.update(floors=floors, seconds=time.perf_counter() - started)
     return info
 
-
-FLOOR_SEEDS_PER_RUN = 3
 
 
 def start_trial(run: Run, trial, candidate: Candidate, tags: dict[str, Any]) -> bool:
