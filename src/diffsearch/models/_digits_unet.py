@@ -49,15 +49,21 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, the embedding added in between, plus a (1x1) skip."""
+    """GroupNorm-SiLU-conv twice, the embedding added in between, plus a (1x1) skip.
 
-    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, groups: int) -> None:
+    ``hidden_channels`` (default ``out_channels``) and ``kernel_size`` (of the first conv, default 3)
+    let a once-for-all sub-network (``digits_ofa``) materialise as the same block.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, groups: int,
+                 hidden_channels: int | None = None, kernel_size: int = 3) -> None:
         super().__init__()
+        hidden = hidden_channels or out_channels
         self.norm1 = nn.GroupNorm(groups, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.embedding = nn.Linear(embedding_dim, out_channels)
-        self.norm2 = nn.GroupNorm(groups, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, hidden, kernel_size, padding=kernel_size // 2)
+        self.embedding = nn.Linear(embedding_dim, hidden)
+        self.norm2 = nn.GroupNorm(groups, hidden)
+        self.conv2 = nn.Conv2d(hidden, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from diffsearch.models.blocks import BlockRunner
+    from diffsearch.models.subnet import ElasticNetwork
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -52,6 +53,8 @@ class Denoiser:
         decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
         blocks: the ``BlockRunner`` of a network with named, skippable blocks; plans with block
             modes need one. ``fn`` must route its blocks through it.
+        elastic: the supernet of a once-for-all model (``ElasticNetwork``: its ``space`` of
+            sub-networks and ``set_active``); plans with ``subnet`` configurations need one.
 
     Example:
         >>> import torch
@@ -84,6 +87,7 @@ class Denoiser:
         floor_data: Callable[[], Any] | None = None,
         objective: str | None = None,
         teacher_features: str | None = None,
+        elastic: ElasticNetwork | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise DiffsearchError(
@@ -111,6 +115,7 @@ class Denoiser:
         self.floor_data = floor_data
         self.objective = objective
         self.teacher_features = teacher_features
+        self.elastic = elastic
 
     def to(self, device: str) -> Denoiser:
         """Move the network's modules and tensors to ``device`` (see ``resolve_device``); returns self."""
@@ -162,7 +167,13 @@ class Denoiser:
     def configure(self, config: Any) -> None:
         """The declared hook: hand one evaluation's network configuration to the network's blocks."""
         from diffsearch.models.blocks import config_modes
+        from diffsearch.models.subnet import config_subnet
 
+        subnet = config_subnet(config)
+        if self.elastic is not None:
+            self.elastic.set_active(subnet)
+        elif subnet is not None:
+            raise DiffsearchError(f"model {self.name!r} is not a supernet; a plan with sub-networks cannot run on it")
         modes = config_modes(config)
         if self.blocks is not None:
             self.blocks.configure(modes)

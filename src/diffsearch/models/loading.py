@@ -15,6 +15,7 @@ from diffsearch.registry import Registry
 MODELS: Registry[Any] = Registry("model")
 MODELS.register("gmm", "diffsearch.models.gmm:build_gmm")
 MODELS.register("digits", "diffsearch.models.digits:build_digits")
+MODELS.register("digits_ofa", "diffsearch.models.digits_ofa:build_digits_ofa")
 
 
 def register_model(name: str, factory: Any = None):
