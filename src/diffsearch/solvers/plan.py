@@ -1,6 +1,6 @@
 """The sampling plan: a solver schedule plus one network configuration per model evaluation.
 
-A candidate that changes the network (skipped or reused blocks; later sub-networks and bitwidths)
+A candidate that changes the network (skipped or reused blocks, once-for-all sub-networks; later bitwidths)
 is a ``Plan``. Its ``network`` holds one ``NetworkConfig`` per model evaluation, counted as NFE
 counts them (an analytical first step costs none, an implicit corrector one); an empty ``network``
 is the full network at every evaluation. The ``fingerprint`` covers both parts, so two plans on one
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.models.blocks import BlocksConfig, NetworkConfig
+from diffsearch.models.subnet import SubnetConfig
 from diffsearch.solvers.schedule import Schedule
 
 PLAN_SCHEMA_VERSION = "diffsearch.plan/v1"
@@ -65,7 +66,8 @@ class Plan(BaseModel):
         """sha256 (16 hex) over the schedule and the canonical network configurations."""
         if self.full_network:
             return schedule_fingerprint(self.schedule)
-        network = [{"kind": c.kind, "modes": c.active()} for c in self.network]
+        network = [{"kind": c.kind, "modes": c.active()} if isinstance(c, BlocksConfig) else c.model_dump(mode="json")
+                   for c in self.network]
         payload = {"schedule": _schedule_payload(self.schedule), "network": network}
         return _digest(payload)
 
@@ -75,7 +77,11 @@ class Plan(BaseModel):
 
     def block_names(self) -> set[str]:
         """Every block named by a non-``run`` mode."""
-        return {name for config in self.network for name in config.active()}
+        return {name for config in self.network if isinstance(config, BlocksConfig) for name in config.active()}
+
+    def subnets(self) -> list[SubnetConfig]:
+        """The distinct sub-networks the plan runs, in order of first use."""
+        return list(dict.fromkeys(config for config in self.network if isinstance(config, SubnetConfig)))
 
 
 def schedule_fingerprint(schedule: Schedule) -> str:
@@ -94,7 +100,7 @@ def _digest(payload: dict[str, Any]) -> str:
 
 def _check_reuse(network: tuple[BlocksConfig, ...]) -> None:
     """A ``reuse`` needs an earlier evaluation that ran the block (omitted blocks run; skips do not)."""
-    modes = [config.active() for config in network]
+    modes = [config.active() if isinstance(config, BlocksConfig) else {} for config in network]
     for index, active in enumerate(modes):
         for name, mode in active.items():
             if mode == "reuse" and all(name in earlier for earlier in modes[:index]):
@@ -108,6 +114,15 @@ def as_plan(source: Plan | Schedule) -> Plan:
     if isinstance(source, Schedule):
         return Plan(schedule=source)
     raise DiffsearchError(f"expected a Plan or a Schedule, got {type(source).__name__}")
+
+
+def check_subnets(plan: Plan, model: Any) -> None:
+    """Refuse a plan with sub-networks for a model that is no supernet, or outside its space."""
+    subnets = plan.subnets()
+    if subnets and model.elastic is None:
+        raise DiffsearchError(f"model {model.name!r} is not a supernet; a plan with sub-networks cannot run on it")
+    for config in subnets:
+        model.elastic.space.check(config)
 
 
 def check_blocks(plan: Plan, names: tuple[str, ...] | None, model_name: str) -> None:

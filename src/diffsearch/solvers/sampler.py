@@ -15,7 +15,7 @@ from diffsearch.errors import DiffsearchError
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.coefficients import StepPlan, compile_schedule
 from diffsearch.solvers.kernels import apply_update
-from diffsearch.solvers.plan import Plan, as_plan, check_blocks
+from diffsearch.solvers.plan import Plan, as_plan, check_blocks, check_subnets
 from diffsearch.solvers.schedule import Schedule
 
 
@@ -82,6 +82,7 @@ def sample(
     schedule = plan.schedule
     check_compatible(model, schedule)
     check_blocks(plan, model.blocks.names if model.blocks is not None else None, model.name)
+    check_subnets(plan, model)
     plans = compile_schedule(schedule, model.noise_schedule)
     t, configs = schedule.timesteps, iter(plan.evaluation_configs())
     model.begin_sample()
