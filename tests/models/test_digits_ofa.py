@@ -13,32 +13,22 @@ from diffsearch.evaluators.cost import macs_per_call, plan_cost
 from diffsearch.models.digits import DigitsUNet, digits_network
 from diffsearch.models.digits_ofa import (
     DigitsSubnet, DigitsSupernet, ElasticResBlock, OFATrainConfig, PhaseConfig, SubnetArchitecture,
-    build_digits_ofa, save_digits_ofa, train_digits_ofa,
+    train_digits_ofa,
 )
 from diffsearch.models.subnet import SubnetConfig
 from diffsearch.solvers.plan import Plan
-
-
-def perturbed_supernet(seed: int = 0) -> DigitsSupernet:
-    """An untrained supernet whose kernel transforms and biases are not at their (identity, zero) init."""
-    torch.manual_seed(seed)
-    supernet = DigitsSupernet()
-    with torch.no_grad():
-        for parameter in supernet.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return supernet.eval().requires_grad_(False)
+from diffsearch.testing.models import untrained_digits_ofa, untrained_supernet
 
 
 @pytest.fixture(scope="module")
 def supernet():
-    return perturbed_supernet()
+    return untrained_supernet()
 
 
 @pytest.fixture(scope="module")
-def model(supernet, tmp_path_factory):
+def model(tmp_path_factory):
     """The registered builder on weights written by the training script's writer."""
-    path = save_digits_ofa(supernet, OFATrainConfig(), {}, tmp_path_factory.mktemp("ofa"))
-    return build_digits_ofa(path)
+    return untrained_digits_ofa(tmp_path_factory.mktemp("ofa"))
 
 
 def inputs(batch: int = 6):
@@ -99,7 +89,8 @@ def test_training_is_bit_reproducible_with_one_thread():
     assert not torch.equal(first.state_dict()["conv_in.weight"], DigitsSupernet().state_dict()["conv_in.weight"])
 
 
-def test_a_plan_runs_one_subnet_per_evaluation_as_the_materialised_networks_do(model, supernet):
+def test_a_plan_runs_one_subnet_per_evaluation_as_the_materialised_networks_do(model):
+    supernet = model.elastic
     schedule = diffsearch.load_schedule("preset:dpmpp_2m", nfe=4, model=model)
     space = model.elastic.space
     configs = (space.smallest(), space.smallest(), space.random(np.random.default_rng(3)), space.largest())

@@ -116,3 +116,40 @@ def seconds_per_sample(
 def _synchronize(device: str) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+class StageMacs:
+    """MACs of any sub-network of a supernet from its stages: the smallest network's plus each stage's difference.
+
+    Stages meet at fixed channel counts, so a stage's MACs depend on its own depth, width and kernel only and
+    the total is additive (checked against ``macs_per_call`` in the tests). One measured call per stage choice.
+    """
+
+    def __init__(self, model: Denoiser) -> None:
+        if model.elastic is None:
+            raise ValueError(f"model {model.name!r} is not a supernet")
+        space = model.elastic.space
+        self.smallest = space.smallest()
+        self.base = macs_per_call(model, self.smallest)
+        self.largest = macs_per_call(model, space.largest())
+        self.delta: dict[tuple[int, int, float, int], float] = {}
+        for stage in range(len(space.stages)):
+            for depth in space.choices("depth", stage):
+                for width in space.choices("width", stage):
+                    for kernel in space.choices("kernel", stage):
+                        config = self.smallest.replace(stage, "depth", depth).replace(stage, "width", width).replace(stage, "kernel", kernel)
+                        self.delta[(stage, depth, width, kernel)] = macs_per_call(model, config) - self.base
+
+    def __call__(self, config: Any) -> float:
+        """MACs of one call of sub-network ``config`` on one sample."""
+        return self.base + sum(self.delta[(s, config.depth[s], config.width[s], config.kernel[s])] for s in range(len(config.depth)))
+
+
+_STAGE_MACS: weakref.WeakKeyDictionary[Denoiser, StageMacs] = weakref.WeakKeyDictionary()
+
+
+def stage_macs(model: Denoiser) -> StageMacs:
+    """The model's ``StageMacs`` (measured once per model)."""
+    if model not in _STAGE_MACS:
+        _STAGE_MACS[model] = StageMacs(model)
+    return _STAGE_MACS[model]

@@ -30,6 +30,12 @@ class SubnetConfig(BaseModel):
     #: kernel size of each stage's first convolutions (a centre crop of the largest).
     kernel: tuple[int, ...]
 
+    def replace(self, stage: int, dimension: str, value: Any) -> SubnetConfig:
+        """A copy with ``dimension`` (depth, width or kernel) of ``stage`` set to ``value``."""
+        values = list(getattr(self, dimension))
+        values[stage] = value
+        return self.model_copy(update={dimension: tuple(values)})
+
     def label(self) -> str:
         """A short readable name, e.g. ``d33333-w1,1,1,1,1-k55355``."""
         widths = ",".join(f"{w:g}" for w in self.width)

@@ -103,7 +103,8 @@ class RunConfig(BaseModel):
             return self.study
         model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
-        return validate_study_name(f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}-seed{self.seed}")
+        space, budget = self.space.replace("+", "_"), self.budget.replace("%", "pct")  # joint spaces, 50%macs
+        return validate_study_name(f"{space}{solver}-{budget}-{model}-{self.strategy}-seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the search (a resumed study must agree on them)."""

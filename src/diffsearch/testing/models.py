@@ -21,3 +21,27 @@ def tiny_unet_network(seed: int = 0, channels: int = 1) -> Callable[..., Any]:
         return unet(x, t).sample
 
     return fn
+
+
+def untrained_supernet(seed: int = 0, scale: float = 0.05):
+    """A ``digits_ofa`` supernet at random init, its kernel transforms and norms moved off their
+    (identity, unit) init so every slice matters."""
+    import torch
+
+    from diffsearch.models.digits_ofa import DigitsSupernet
+
+    torch.manual_seed(seed)
+    supernet = DigitsSupernet()
+    with torch.no_grad():
+        for parameter in supernet.parameters():
+            parameter.add_(scale * torch.randn_like(parameter))
+    return supernet.eval().requires_grad_(False)
+
+
+def untrained_digits_ofa(directory: Any, seed: int = 0):
+    """The registered ``digits_ofa`` builder on an untrained supernet's weights written into ``directory``."""
+    from pathlib import Path
+
+    from diffsearch.models.digits_ofa import OFATrainConfig, build_digits_ofa, save_digits_ofa
+
+    return build_digits_ofa(save_digits_ofa(untrained_supernet(seed), OFATrainConfig(), {}, Path(directory)))

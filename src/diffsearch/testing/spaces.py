@@ -61,11 +61,15 @@ class SpaceContract:
         second = [candidate_fingerprint(c) for c in self._population(space, seed=7)]
         assert first == second
 
-    def test_budget_is_enforced(self, space):
-        candidate = space.sample(np.random.default_rng(0))
+    def over_budget(self, space: SearchSpace, candidate: dict) -> dict:
+        """A copy of ``candidate`` beyond the budget (one step less); spaces with other budgets override it."""
         broken = json.loads(json.dumps(candidate))
         broken["timesteps"] = broken["timesteps"][:-2] + broken["timesteps"][-1:]
         if "steps" in broken:
             broken["steps"] = broken["steps"][:-1]
+        return broken
+
+    def test_budget_is_enforced(self, space):
+        candidate = space.sample(np.random.default_rng(0))
         with pytest.raises(Exception):
-            space.validate(broken)
+            space.validate(self.over_budget(space, candidate))
