@@ -117,3 +117,21 @@ def test_a_subnet_plan_on_a_model_without_supernet_is_refused(gmm):
     config = SubnetConfig(depth=(1,) * 5, width=(1.0,) * 5, kernel=(3,) * 5)
     with pytest.raises(DiffsearchError, match="not a supernet"):
         diffsearch.sample(gmm, Plan(schedule=schedule, network=(config, config)), torch.randn(2, 8))
+
+
+def test_exported_subnet_weights_load_and_run_without_the_supernet(model, tmp_path):
+    from diffsearch.export.subnets import export_subnet_weights, load_subnet
+
+    schedule = diffsearch.load_schedule("preset:ddim", nfe=2, model=model)
+    small = model.elastic.space.smallest()
+    plan = Plan(schedule=schedule, network=(small, model.elastic.space.largest()))
+    paths = export_subnet_weights(model, plan, tmp_path / "subnets")
+    assert [p.name for p in paths] == [f"{small.label()}.safetensors", f"{model.elastic.space.largest().label()}.safetensors"]
+    standalone = load_subnet(paths[0])
+    assert isinstance(standalone, DigitsSubnet)
+    x, t, labels = inputs()
+    model.elastic.set_active(small)
+    assert torch.equal(standalone(x, t, labels), model.elastic(x, t, labels))
+    model.elastic.set_active(None)
+    with pytest.raises(DiffsearchError, match="runs no sub-networks"):
+        export_subnet_weights(model, Plan(schedule=schedule), tmp_path / "none")

@@ -163,6 +163,8 @@ class _OFATopology(nn.Module):
 class DigitsSubnet(_OFATopology):
     """A standalone sub-network of ``digits_ofa`` (plain ResBlocks; it does not know the supernet)."""
 
+    config_class = SubnetArchitecture
+
     def __init__(self, config: SubnetArchitecture) -> None:
         super().__init__()
         self.config = config
@@ -200,7 +202,24 @@ class DigitsSupernet(_OFATopology):
                 ElasticResBlock(in_channels if i == 0 else out_channels, out_channels, architecture.embedding_dim,
                                 architecture.groups, architecture.kernel_choices[index])
                 for i in range(depth))
+        self.deployed, self._subnets = False, {}
         self.set_active(None)
+
+    def deploy(self) -> DigitsSupernet:
+        """From now on run each active sub-network materialised (built once, cached): weights are frozen."""
+        self.deployed, self._subnets = True, {}
+        return self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, t_in: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not self.deployed:
+            return super().forward(x, t_in, labels)
+        if self.active_config not in self._subnets:
+            self._subnets[self.active_config] = self.get_active_subnet()
+        return self._subnets[self.active_config](x, t_in, labels)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._subnets = {}  # moved or cast: materialise again from the moved weights
+        return super()._apply(fn, *args, **kwargs)
 
     def set_active(self, config: SubnetConfig | None) -> None:
         """Select ``config``'s depth, width and kernel slices (None: the largest network)."""
@@ -357,7 +376,7 @@ def build_digits_ofa(weights: str | Path | None = None) -> Denoiser:
         ('down0', 'down1', 'mid', 'up1', 'up0')
     """
     path = Path(weights) if weights is not None else OFA_WEIGHTS
-    supernet = load_supernet(path)
+    supernet = load_supernet(path).deploy()
     model = Denoiser(
         digits_network(supernet), DIGITS_NOISE_SCHEDULE, "epsilon", data_shape=(1, 8, 8), num_classes=10,
         null_cond=NULL_LABEL, data_mean=digits_split().train_images.mean(0), name="digits_ofa",
