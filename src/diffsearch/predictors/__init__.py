@@ -13,6 +13,7 @@ PREDICTORS.register("mlp", "diffsearch.predictors.models:MLPPredictor")
 PREDICTORS.register("xgboost", "diffsearch.predictors.models:XGBoostPredictor")
 PREDICTORS.register("gp", "diffsearch.predictors.models:GPPredictor")
 PREDICTORS.register("ensemble", "diffsearch.predictors.models:EnsemblePredictor")
+PREDICTORS.register("ofa", "diffsearch.predictors.ofa:OFAAccuracyPredictor")
 
 
 def make_predictor(name: str, seed: int = 0, **options):

@@ -41,7 +41,7 @@ class RunConfig(BaseModel):
     study: str | None = Field(None, description="study name; default derived from the config")
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in runs/")
     out: str | None = Field(None, description="where to write the best schedule; default runs/<study>/best.json")
-    predictor: str = Field("ensemble", description="s3 only: predictor gating the expensive evaluations (mlp, xgboost, gp, ensemble)")
+    predictor: str = Field("ensemble", description="s3 only: predictor gating the expensive evaluations (mlp, xgboost, gp, ensemble, ofa)")
     gating: bool = Field(True, description="s3 only: proxy cascade + kill switch; false = predictor top-k only")
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="strategy knobs (s3: top_k, explore, proxy_fraction, proxy_samples, ...)")
     space_options: dict[str, Any] = Field(default_factory=dict)
