@@ -103,3 +103,15 @@ def test_supernet_spaces_refuse_other_models_and_impossible_budgets(ofa_model, g
     bad["subnet"]["width"][0] = 0.6
     with pytest.raises(DiffsearchError, match="allowed: 0.5, 0.75, 1"):
         space.validate(bad)
+
+
+def test_latency_table_covers_every_block_configuration_and_round_trips(ofa_model):
+    from diffsearch.evaluators.latency import LatencyTable
+
+    table = LatencyTable.measure(ofa_model, batch=8, repeats=1)
+    space = ofa_model.elastic.space
+    per_stage = [len(space.choices("width", s)) * len(space.choices("kernel", s)) * 2 for s in range(len(space.stages))]
+    assert len(table.entries) == sum(per_stage) and all(v > 0 for v in table.entries.values())
+    assert table.seconds(space.largest()) > table.seconds(space.smallest()) > 0
+    copy = LatencyTable.from_json(table.to_json())
+    assert copy.seconds(space.largest()) == table.seconds(space.largest())

@@ -38,7 +38,8 @@ class _SupernetGenes(SearchSpace):
     budget_units = ("%macs",)
     per_step = True
 
-    def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, solver: str = "dpmpp_2m", spacing: str = "logsnr", **options: Any) -> None:
+    def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, solver: str = "dpmpp_2m", spacing: str = "logsnr",
+                 seconds: bool = False, **options: Any) -> None:
         super().__init__(model, budget, **options)
         from diffsearch.evaluators.cost import stage_macs
 
@@ -54,6 +55,11 @@ class _SupernetGenes(SearchSpace):
             raise DiffsearchError(f"--budget {budget}: the smallest sub-network costs {100 * smallest:.1f}% of the largest's MACs; give at least that")
         self.genes = [(s, d) for s in range(len(self.elastic.stages)) for d in DIMENSIONS if len(self.elastic.choices(d, s)) > 1]
         self.slots = nfe if self.per_step else 1
+        self.latency = None
+        if seconds:  # space option seconds: true adds the latency table's seconds per sample to cost()
+            from diffsearch.evaluators.latency import latency_table
+
+            self.latency = latency_table(model)
 
     # -- genes ----------------------------------------------------------------------------------
     def subnets(self, candidate: Candidate) -> list[SubnetConfig]:
@@ -139,10 +145,14 @@ class _SupernetGenes(SearchSpace):
 
     # -- contract ---------------------------------------------------------------------------------
     def cost(self, candidate: Candidate) -> dict[str, float]:
-        """``nfe``, ``macs`` (one sample's whole run, from the measured per-stage table) and ``macs_ratio``."""
+        """``nfe``, ``macs`` (one sample's whole run, from the measured per-stage table), ``macs_ratio`` and, with
+        the space option ``seconds``, ``seconds`` (per sample, from the latency look-up table on the model's device)."""
         subnets = self.subnets(candidate)
-        macs = sum(self.macs(s) for s in subnets) * (self.nfe // len(subnets))
-        return {"nfe": float(self.nfe), "macs": float(macs), "macs_ratio": self.ratio(subnets)}
+        repeat = self.nfe // len(subnets)
+        cost = {"nfe": float(self.nfe), "macs": float(sum(self.macs(s) for s in subnets) * repeat), "macs_ratio": self.ratio(subnets)}
+        if self.latency is not None:
+            cost["seconds"] = float(sum(self.latency.seconds(s) for s in subnets) * repeat)
+        return cost
 
     def reference_nfe(self) -> int:
         return self.nfe
