@@ -275,6 +275,12 @@ def build_digits(weights: str | Path | None = None) -> Denoiser:
     """
     path = Path(weights) if weights is not None else UNET_WEIGHTS
     unet = load_unet(path)
+    return digits_denoiser(unet, "digits", f"digits-{file_fingerprint(path)}", blocks=unet.blocks)
+
+
+def digits_denoiser(unet: torch.nn.Module, name: str, fingerprint: str, **declared: Any) -> Denoiser:
+    """A Denoiser around a digits epsilon network: the schedule, labels, data range, references and objective
+    of ``digits`` (``declared``: what the network offers besides, e.g. ``blocks`` or ``elastic``)."""
     model = Denoiser(
         digits_network(unet),
         DIGITS_NOISE_SCHEDULE,
@@ -283,16 +289,16 @@ def build_digits(weights: str | Path | None = None) -> Denoiser:
         num_classes=10,
         null_cond=NULL_LABEL,
         data_mean=digits_split().train_images.mean(0),
-        name="digits",
-        fingerprint=f"digits-{file_fingerprint(path)}",
+        name=name,
+        fingerprint=fingerprint,
         modules=(unet,),
         data_range=(-1.0, 1.0),
         reference_data=train_data,
         floor_data=held_out_data,
         feature_extractor="digits",
-        blocks=unet.blocks,
         objective="teacher_error",  # the best discrimination at 5 and 10 NFE (benchmarks/discrimination.py)
         teacher_features="raw",
+        **declared,
     )
     model.unet = unet
     return model

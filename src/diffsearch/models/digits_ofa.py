@@ -27,11 +27,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from diffsearch.models._digits_unet import ResBlock, _upsample, timestep_embedding
+from diffsearch.models._digits_unet import ResBlock, UNetConfig, _upsample, timestep_embedding
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.digits import (
-    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_network, digits_split, ema_update,
-    file_fingerprint, held_out_data, learning_rate, read_weights, train_data, training_batch, write_weights,
+    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, digits_split, ema_update,
+    file_fingerprint, learning_rate, read_weights, training_batch, write_weights,
 )
 from diffsearch.models.noise_schedules import noise_schedule_from
 from diffsearch.models.subnet import ElasticSpace, SubnetConfig
@@ -41,17 +41,9 @@ OFA_WEIGHTS = WEIGHTS_DIR / "digits_ofa.safetensors"
 TRAIN_COMMAND = "python -m diffsearch.models.digits_ofa train"
 
 
-class OFAArchitecture(BaseModel):
-    """Architecture of the supernet (its largest network) and the choices of each elastic dimension."""
+class OFAArchitecture(UNetConfig):
+    """The digits UNet's architecture (the supernet's largest network) and the choices of each elastic dimension."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    in_channels: int = 1
-    #: channels at 8x8 and at 4x4 / 2x2 (as ``digits``).
-    channels: tuple[int, int] = (32, 64)
-    embedding_dim: int = 128
-    num_classes: int = 10
-    groups: int = Field(8, ge=1)
-    max_period: float = 10000.0
     depth_choices: tuple[int, ...] = (1, 2, 3)
     width_choices: tuple[float, ...] = (0.5, 0.75, 1.0)
     #: kernel sizes of the first conv of each block, per stage (5x5 where it fits: the 8x8 stages).
@@ -377,15 +369,7 @@ def build_digits_ofa(weights: str | Path | None = None) -> Denoiser:
     """
     path = Path(weights) if weights is not None else OFA_WEIGHTS
     supernet = load_supernet(path).deploy()
-    model = Denoiser(
-        digits_network(supernet), DIGITS_NOISE_SCHEDULE, "epsilon", data_shape=(1, 8, 8), num_classes=10,
-        null_cond=NULL_LABEL, data_mean=digits_split().train_images.mean(0), name="digits_ofa",
-        fingerprint=f"digits_ofa-{file_fingerprint(path)}", modules=(supernet,), data_range=(-1.0, 1.0),
-        reference_data=train_data, floor_data=held_out_data, feature_extractor="digits", elastic=supernet,
-        objective="teacher_error", teacher_features="raw",
-    )
-    model.unet = supernet
-    return model
+    return digits_denoiser(supernet, "digits_ofa", f"digits_ofa-{file_fingerprint(path)}", elastic=supernet)
 
 
 def main(argv: list[str] | None = None) -> None:
