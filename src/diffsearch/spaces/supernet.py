@@ -25,7 +25,7 @@ from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.subnet import SubnetConfig
 from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.presets import PRESETS, preset_schedule
-from diffsearch.spaces.base import SPACES, Candidate, SearchSpace
+from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_problem
 from diffsearch.spaces.solver_schedule import SolverScheduleSpace
 
 DIMENSIONS = ("depth", "width", "kernel")
@@ -36,6 +36,7 @@ class _SupernetGenes(SearchSpace):
     """Shared machinery: sub-network genes, the MACs budget, repair, encoding and Optuna parameters."""
 
     budget_units = ("%macs",)
+    takes_solver = True  # --solver is the fixed schedule's solver
     per_step = True
 
     def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, solver: str = "dpmpp_2m", spacing: str = "logsnr",
@@ -163,8 +164,8 @@ class _SupernetGenes(SearchSpace):
             plan = self.decode(candidate)
         except DiffsearchError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise DiffsearchError(f"space {self.name}: invalid candidate ({str(error).splitlines()[0]})") from None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise DiffsearchError(f"space {self.name}: invalid candidate ({candidate_problem(error)})") from None
         if plan.nfe != self.nfe:
             raise DiffsearchError(f"space {self.name}: candidate costs {plan.nfe} NFE; the space runs {self.nfe}")
         ratio = self.ratio(self.subnets(candidate))
