@@ -330,12 +330,29 @@ def export_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="The study's model, named again: needed to import a plug-in model.")] = None,
     trust_study: Annotated[bool, typer.Option("--trust-study", help="Import the plug-in model the study names (it is code).")] = False,
+    subnet_weights: Annotated[Optional[str], typer.Option("--subnet-weights", help="Also write the plan's sub-networks (supernet spaces) as standalone safetensors + JSON into this folder.")] = None,
 ) -> None:
-    """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact."""
+    """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact (a plan/v1 when it changes the network)."""
     from diffsearch.search.runner import export_study
 
     _setup_torch()
-    typer.echo(f"wrote {export_study(study, storage, out, model, trust_study)}")
+    path = export_study(study, storage, out, model, trust_study)
+    typer.echo(f"wrote {path}")
+    if subnet_weights:
+        for written in _export_subnet_weights(path, subnet_weights):
+            typer.echo(f"wrote {written}")
+
+
+def _export_subnet_weights(artifact: Any, directory: str) -> list[Any]:
+    """The exported plan's sub-networks, materialised from the model its provenance names."""
+    from diffsearch.export.plan import load_plan
+    from diffsearch.export.subnets import export_subnet_weights
+    from diffsearch.models.loading import load_model
+
+    plan = load_plan(str(artifact))
+    if not plan.subnets():
+        _fail(f"--subnet-weights: {artifact} runs no sub-networks (it is not from a supernet space)")
+    return export_subnet_weights(load_model(plan.provenance["config"]["model"]), plan, directory)
 
 
 @app.command("show")
