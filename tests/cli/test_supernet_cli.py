@@ -1,38 +1,34 @@
-"""A supernet search end to end on the shipped digits_ofa weights: run, plan artifact, standalone sub-network weights."""
+"""The supernet spaces on the command line: one-line errors, standalone sub-network weights of an exported plan."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from diffsearch.cli import app, main
+import diffsearch
+from diffsearch.cli import main
 from diffsearch.export.plan import load_plan
 from diffsearch.export.subnets import load_subnet
 
-runner = CliRunner()
 
+def test_export_subnet_weights_writes_the_plans_subnetworks_from_the_model_its_provenance_names(tmp_path):
+    from diffsearch.cli import _export_subnet_weights
+    from diffsearch.export.plan import save_plan
+    from diffsearch.solvers.plan import Plan
 
-def test_supernet_search_exports_a_plan_and_standalone_subnet_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFSEARCH_CACHE", str(tmp_path / "cache"))
-    storage, out = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "best.json"
-    common = ["--model", "digits_ofa", "--space", "supernet", "--budget", "40%macs"]
-    result = runner.invoke(app, ["run", *common, "--strategy", "random", "--evals", "3", "--samples", "32", "--final-samples", "32",
-                                 "--final-seeds", "2", "--metric", "fid", "--no-progress", "--storage", storage, "--out", str(out),
-                                 "--study", "ofa"])
-    assert result.exit_code == 0, result.output
-    plan = load_plan(str(out))
-    assert len(plan.network) == 10 and len(plan.subnets()) == 1
-    assert json.loads(out.read_text())["schema_version"] == "diffsearch.plan/v1"
-    exported = runner.invoke(app, ["export", "--study", "ofa", "--storage", storage, "--out", str(tmp_path / "again.json"),
-                                   "--subnet-weights", str(tmp_path / "subnets")])
-    assert exported.exit_code == 0, exported.output
-    (weights,) = sorted((tmp_path / "subnets").glob("*.safetensors"))
-    assert weights.stem == plan.subnets()[0].label()
+    model = diffsearch.load_model("digits_ofa")
+    space = model.elastic.space
+    schedule = diffsearch.load_schedule("preset:ddim", nfe=2, model=model)
+    plan = Plan(schedule=schedule, network=(space.smallest(), space.smallest()), provenance={"config": {"model": "digits_ofa"}})
+    save_plan(plan, tmp_path / "best.json")
+    assert load_plan(str(tmp_path / "best.json")).subnets() == [space.smallest()]
+    (weights,) = _export_subnet_weights(tmp_path / "best.json", str(tmp_path / "subnets"))
+    assert weights.stem == space.smallest().label()
     network = load_subnet(weights)
-    assert network(torch.zeros(2, 1, 8, 8), torch.full((2,), 500.0), torch.tensor([3, 10])).shape == (2, 1, 8, 8)
+    x, t, labels = torch.zeros(2, 1, 8, 8), torch.full((2,), 500.0), torch.tensor([3, 10])
+    model.elastic.set_active(space.smallest())
+    assert torch.equal(network(x, t, labels), model.elastic(x, t, labels))
+    model.elastic.set_active(None)
 
 
 def _one_line_error(capsys, *args: str) -> str:
