@@ -25,7 +25,7 @@ class TestEveryPredictor(PredictorContract):
 
 
 def test_unknown_predictor_lists_the_valid_ones():
-    with pytest.raises(DiffsearchError, match="ensemble, gp, mlp, xgboost"):
+    with pytest.raises(DiffsearchError, match="ensemble, gp, mlp, ofa, xgboost"):
         make_predictor("forest")
 
 
