@@ -8,6 +8,7 @@ it, the supernet's fingerprint, sha256); ``load_subnet`` rebuilds it without the
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,13 +46,15 @@ def export_subnet_weights(model: Denoiser, plan: Plan, directory: str | Path) ->
 
 def load_subnet(path: str | Path) -> torch.nn.Module:
     """A standalone sub-network from its safetensors file and JSON (rebuilt by its recorded builder)."""
-    from diffsearch.models.digits import read_weights
+    from diffsearch.models.digits import load_network
 
-    state, metadata = read_weights(Path(path), "search export --subnet-weights DIR")
-    module_name, _, class_name = str(metadata.get("builder", "")).partition(":")
+    command = "search export --subnet-weights DIR"
+    json_path = Path(path).with_suffix(".json")
+    if not json_path.is_file():
+        raise DiffsearchError(f"{json_path} not found; {command} writes it beside the weights")
+    builder = str(json.loads(json_path.read_text()).get("builder", ""))
+    module_name, _, class_name = builder.partition(":")
     if not module_name.startswith("diffsearch."):
-        raise DiffsearchError(f"{path}: builder {metadata.get('builder')!r} is not a diffsearch network")
+        raise DiffsearchError(f"{path}: builder {builder!r} is not a diffsearch network")
     network_class: Any = getattr(importlib.import_module(module_name), class_name)
-    module = network_class(network_class.config_class.model_validate(metadata["architecture"]))
-    module.load_state_dict(state)
-    return module.eval().requires_grad_(False)
+    return load_network(network_class, network_class.config_class, Path(path), command)

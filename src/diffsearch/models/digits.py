@@ -257,12 +257,18 @@ def write_weights(module: torch.nn.Module, path: Path, metadata: dict[str, Any])
     return path
 
 
+def load_network(network_class: Any, config_class: Any, path: Path, train_command: str) -> Any:
+    """``network_class(config)`` with the weights of ``path``, its config from the JSON's ``architecture``; frozen, eval mode."""
+    state, metadata = read_weights(path, train_command)
+    network = network_class(config_class.model_validate(metadata["architecture"]))
+    network.load_state_dict(state)
+    return network.eval().requires_grad_(False)
+
+
 def load_unet(weights: str | Path | None = None) -> DigitsUNet:
     """The trained UNet from a safetensors file and its JSON metadata (offline)."""
-    state, metadata = read_weights(Path(weights) if weights is not None else UNET_WEIGHTS, "python -m diffsearch.models.digits train")
-    unet = DigitsUNet(UNetConfig.model_validate(metadata["architecture"]))
-    unet.load_state_dict(state)
-    return unet.eval().requires_grad_(False)
+    path = Path(weights) if weights is not None else UNET_WEIGHTS
+    return load_network(DigitsUNet, UNetConfig, path, "python -m diffsearch.models.digits train")
 
 
 def build_digits(weights: str | Path | None = None) -> Denoiser:

@@ -31,7 +31,7 @@ from diffsearch.models._digits_unet import ResBlock, UNetConfig, _upsample, time
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.digits import (
     DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, digits_split, ema_update,
-    file_fingerprint, learning_rate, read_weights, training_batch, write_weights,
+    file_fingerprint, learning_rate, load_network, training_batch, write_weights,
 )
 from diffsearch.models.noise_schedules import noise_schedule_from
 from diffsearch.models.subnet import ElasticSpace, SubnetConfig
@@ -353,10 +353,7 @@ def save_digits_ofa(supernet: DigitsSupernet, config: OFATrainConfig, info: dict
 
 def load_supernet(weights: str | Path | None = None) -> DigitsSupernet:
     """The trained supernet from its safetensors file and JSON metadata (offline)."""
-    state, metadata = read_weights(Path(weights) if weights is not None else OFA_WEIGHTS, TRAIN_COMMAND)
-    supernet = DigitsSupernet(OFAArchitecture.model_validate(metadata["architecture"]))
-    supernet.load_state_dict(state)
-    return supernet.eval().requires_grad_(False)
+    return load_network(DigitsSupernet, OFAArchitecture, Path(weights) if weights is not None else OFA_WEIGHTS, TRAIN_COMMAND)
 
 
 def build_digits_ofa(weights: str | Path | None = None) -> Denoiser:
