@@ -135,3 +135,18 @@ def test_exported_subnet_weights_load_and_run_without_the_supernet(model, tmp_pa
     model.elastic.set_active(None)
     with pytest.raises(DiffsearchError, match="runs no sub-networks"):
         export_subnet_weights(model, Plan(schedule=schedule), tmp_path / "none")
+
+
+def test_macs_per_call_are_the_materialised_subnets_own(tmp_path):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = untrained_digits_ofa(tmp_path)  # fresh: nothing materialised yet
+    small = model.elastic.space.smallest()
+    counted = macs_per_call(model, small)
+    model.elastic.set_active(small)
+    subnet = model.elastic.get_active_subnet()
+    model.elastic.set_active(None)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        subnet(torch.zeros(1, 1, 8, 8), torch.full((1,), 500.0), torch.zeros(1, dtype=torch.long))
+    assert counted == counter.get_total_flops() / 2

@@ -45,7 +45,8 @@ def macs_per_call(model: Denoiser, config: Any = None) -> float:
 
 
 def _count_macs(model: Denoiser, config: Any) -> float:
-    """FlopCounterMode over one call; a configuration with reuse first fills the cache, uncounted."""
+    """FlopCounterMode over one call; a configuration with reuse first fills the cache, and every configuration
+    runs once uncounted first (what a network builds on first use is not a per-call cost)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros((1, *model.data_shape), device=model.device)
@@ -58,6 +59,7 @@ def _count_macs(model: Denoiser, config: Any) -> float:
             model.begin_sample()
             if config is not None:
                 model.network(x, t, cond, config=BlocksConfig())
+                model.network(x, t, cond, config=config)  # uncounted first use: a supernet materialises the sub-network here
             with counter:
                 model.network(x, t, cond, config=config)
     finally:
