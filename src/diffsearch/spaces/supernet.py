@@ -228,7 +228,7 @@ class SupernetPerStepSpace(_FixedSchedule):
 
 @SPACES.register("solver_schedule+supernet")
 class SolverScheduleSupernetSpace(_SupernetGenes):
-    """The S³ solver schedule at ``nfe`` evaluations jointly with one sub-network per evaluation."""
+    """The S³ solver schedule jointly with one sub-network per evaluation, under a MACs budget."""
 
     name = "solver_schedule+supernet"
 
