@@ -156,16 +156,21 @@ def denoising_loss(unet, images, labels, alphas_cumprod, seed: int = 1234, repea
     return float(np.mean(losses))
 
 
-def train_digits(config: TrainConfig, minutes: float | None = None, log_every: int = 250):
-    """Train the digits UNet (Ho et al. 2020 simple loss, label dropout, EMA); returns (ema, info)."""
+def training_setup(config: Any, network_class: Any) -> tuple[DigitsSplit, torch.Tensor, torch.nn.Module, torch.nn.Module]:
+    """Threads and seed, the data split, the DDPM alphas, a fresh network and its EMA copy (in this order: reproducible)."""
     import copy
 
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     split = digits_split(config.split_seed)
     alphas_cumprod = noise_schedule_from(DIGITS_NOISE_SCHEDULE).alphas_cumprod
-    unet = DigitsUNet(config.architecture)
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    network = network_class(config.architecture)
+    return split, alphas_cumprod, network, copy.deepcopy(network).requires_grad_(False)
+
+
+def train_digits(config: TrainConfig, minutes: float | None = None, log_every: int = 250):
+    """Train the digits UNet (Ho et al. 2020 simple loss, label dropout, EMA); returns (ema, info)."""
+    split, alphas_cumprod, unet, ema = training_setup(config, DigitsUNet)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     start, step = time.perf_counter(), 0

@@ -16,7 +16,6 @@ the current phase (the sandwich rule, Yu et al. 2019) with in-place distillation
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -30,10 +29,9 @@ from torch import nn
 from diffsearch.models._digits_unet import ResBlock, UNetConfig, _upsample, timestep_embedding
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.digits import (
-    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, digits_split, ema_update,
-    file_fingerprint, learning_rate, load_network, training_batch, write_weights,
+    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, ema_update,
+    file_fingerprint, learning_rate, load_network, training_batch, training_setup, write_weights,
 )
-from diffsearch.models.noise_schedules import noise_schedule_from
 from diffsearch.models.subnet import ElasticSpace, SubnetConfig
 
 STAGES = ("down0", "down1", "mid", "up1", "up0")
@@ -298,12 +296,7 @@ def sandwich_loss(supernet: DigitsSupernet, batch, phase: PhaseConfig, distillat
 
 def train_digits_ofa(config: OFATrainConfig, log_every: int = 250) -> tuple[DigitsSupernet, dict[str, Any]]:
     """Progressive shrinking (largest, then kernel, depth, width) with the sandwich rule; returns (EMA supernet, info)."""
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    split = digits_split(config.split_seed)
-    alphas_cumprod = noise_schedule_from(DIGITS_NOISE_SCHEDULE).alphas_cumprod
-    supernet = DigitsSupernet(config.architecture)
-    ema = copy.deepcopy(supernet).requires_grad_(False)
+    split, alphas_cumprod, supernet, ema = training_setup(config, DigitsSupernet)
     generator, rng = torch.Generator().manual_seed(config.seed), np.random.default_rng(config.seed)
     start, total = time.perf_counter(), 0
     for phase in config.phases:
