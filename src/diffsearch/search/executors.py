@@ -144,12 +144,12 @@ class Evaluator:
         from diffsearch.budget import parse_budget
         from diffsearch.evaluators.cache import cache_for
         from diffsearch.models.loading import load_model
-        from diffsearch.spaces.base import SPACES
+        from diffsearch.spaces.nfe_range import build_space
 
         torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
         self.settings = settings
         self.model = load_model(settings["model"]).to(settings.get("device", "auto"))  # auto: the GPU Ray assigned, if any
-        self.space = SPACES.get(settings["space"])(self.model, parse_budget(settings["budget"]), **settings["space_options"])
+        self.space = build_space(settings["space"], self.model, parse_budget(settings["budget"]), **settings["space_options"])
         self.cache = cache_for(self.model, settings["cache"])
 
     def evaluate(self, candidate: Candidate, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

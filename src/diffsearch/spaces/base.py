@@ -93,8 +93,12 @@ class SearchSpace(ABC):
         return names
 
     def cost(self, candidate: Candidate) -> dict[str, float]:
-        """Free statistics of the candidate's cost."""
-        return {"nfe": float(self.decode(candidate).nfe)}
+        """Free statistics of the candidate's cost: NFE, MACs of one sample's whole run (full network at every
+        evaluation) and ``macs_ratio`` over the full network on the space's reference schedule (the budget's NFE)."""
+        from diffsearch.evaluators.cost import macs_per_call
+
+        nfe = self.decode(candidate).nfe
+        return {"nfe": float(nfe), "macs": nfe * macs_per_call(self.model), "macs_ratio": 1.0}
 
     def validate(self, candidate: Candidate) -> Candidate:
         """Raise DiffsearchError unless the candidate decodes and honours the budget exactly."""
