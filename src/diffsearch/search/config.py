@@ -139,7 +139,7 @@ class RunConfig(BaseModel):
             return self.study
         model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
-        objectives = "-" + "+".join(self.objectives) if self.pareto else ""
+        objectives = "-" + "-".join(self.objectives) if self.pareto else ""
         return validate_study_name(f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}{objectives}-seed{self.seed}")
 
     def identity(self) -> dict[str, Any]:
