@@ -272,9 +272,10 @@ def _print_summary(result) -> None:
     title = (f"held-out {objective}{features}, {len(heldout.get('seeds') or [])} noise sets "
              f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
     _print_rows(rows, False, title=title)
-    typer.echo(_closing_line(metrics, result.schedule.provenance))
     if metrics.get("pareto"):
         _print_front(metrics["pareto"], objective, heldout)
+    else:
+        typer.echo(_closing_line(metrics, result.schedule.provenance))
     typer.echo(f"wrote {result.path}")
 
 

@@ -147,7 +147,7 @@ def test_resume_keeps_the_front_and_extends_it(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"objectives": "frechet_exact,flops"}, "unknown cost 'flops'; valid costs: macs, seconds, nfe"),
+        ({"objectives": "frechet_exact,flops"}, "unknown cost 'flops' in objectives; valid costs: macs, seconds, nfe"),
         ({"objectives": "nfe,frechet_exact"}, "the first objective is the quality metric, not the cost 'nfe'"),
         ({"objectives": "frechet_exact,nfe,nfe"}, "at most 2 distinct costs"),
         ({"objectives": "fid_inf,nfe"}, "unknown metric 'fid_inf'"),
@@ -168,3 +168,28 @@ def test_one_objective_is_the_single_objective_search(tmp_path):
     study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path}/one.db")
     assert len(study.directions) == 1 and "pareto" not in result.schedule.metrics and result.schedule.nfe == 6
     assert result.study == "timesteps-dpmpp_2m-6nfe-gmm-evolution-seed0"
+
+
+def test_command_line_refuses_a_bad_objective_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    process = subprocess.run([sys.executable, "-m", "diffsearch.cli", "run", "--model", "gmm", "--objectives", "frechet_exact,flops",
+                              "--storage", f"sqlite:///{tmp_path}/c.db"], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 2 and process.stderr.strip().splitlines() == [
+        "error: config: unknown cost 'flops' in objectives; valid costs: macs, seconds, nfe (after one metric)"]
+
+
+def test_command_line_show_plot_and_export_budget(searched, tmp_path):
+    from typer.testing import CliRunner
+
+    from diffsearch.cli import app
+
+    directory, _ = searched
+    url = f"sqlite:///{directory}/s.db"
+    shown = CliRunner().invoke(app, ["show", "--study", "pareto", "--storage", url, "--plot", str(tmp_path / "p.png"), "--plots", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "Pareto front of pareto" in shown.output and (tmp_path / "p.png").is_file()
+    exported = CliRunner().invoke(app, ["export", "--study", "pareto", "--storage", url, "--budget", "5nfe", "-o", str(tmp_path / "b.json")])
+    assert exported.exit_code == 0, exported.output
+    assert len(json.loads((tmp_path / "b.json").read_text())["timesteps"]) <= 6

@@ -106,6 +106,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"metric {self.metric} and objectives {','.join(self.objectives)} disagree; name the metric once, first in objectives")
         from diffsearch.search.strategies import STRATEGIES
 
+        if self.pareto and self.refine:
+            raise ValueError("refine keeps a finalist only if its one metric improves; it does not run with several objectives")
         if self.pareto and self.strategy in STRATEGIES and not STRATEGIES.get(self.strategy).several_objectives:
             several = ", ".join(name for name in STRATEGIES if STRATEGIES.get(name).several_objectives)
             raise ValueError(f"strategy {self.strategy} searches one objective; with several objectives use {several}")

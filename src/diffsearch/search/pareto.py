@@ -18,15 +18,15 @@ MAX_COSTS = 2
 def check_objective_names(objectives: list[str]) -> list[str]:
     """``[METRIC, COST[, COST]]`` checked without imports: the first is a metric, the rest distinct costs."""
     if not objectives:
-        raise ValueError("objectives: name a metric, then up to two costs, e.g. teacher_error,nfe")
+        raise ValueError("objectives name no metric; give one, then up to two costs, e.g. teacher_error,nfe")
     metric, costs = objectives[0], objectives[1:]
     if metric in COSTS:
-        raise ValueError(f"objectives: the first objective is the quality metric, not the cost {metric!r} (e.g. teacher_error,{metric})")
+        raise ValueError(f"the first objective is the quality metric, not the cost {metric!r} (e.g. teacher_error,{metric})")
     unknown = [name for name in costs if name not in COSTS]
     if unknown:
-        raise ValueError(f"objectives: unknown cost {unknown[0]!r}; valid costs: {', '.join(COSTS)} (after one metric)")
+        raise ValueError(f"unknown cost {unknown[0]!r} in objectives; valid costs: {', '.join(COSTS)} (after one metric)")
     if len(set(costs)) != len(costs) or len(costs) > MAX_COSTS:
-        raise ValueError(f"objectives: one metric and at most {MAX_COSTS} distinct costs ({', '.join(COSTS)}), e.g. teacher_error,macs")
+        raise ValueError(f"objectives take one metric and at most {MAX_COSTS} distinct costs ({', '.join(COSTS)}), e.g. teacher_error,macs")
     return list(objectives)
 
 
