@@ -141,8 +141,20 @@ class RunConfig(BaseModel):
             return self.study
         model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
+        budget = self.budget.replace("%", "pct")  # study names are file names: no % or +
         objectives = "-" + "-".join(self.objectives) if self.pareto else ""
-        return validate_study_name(f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}{objectives}-seed{self.seed}")
+        return validate_study_name(f"{self.space.replace('+', '-')}{solver}-{budget}-{model}-{self.strategy}{objectives}-seed{self.seed}")
+
+    def space_settings(self) -> dict[str, Any]:
+        """What ``spaces.base.build_space`` needs (JSON: it travels to Ray actors and Tune trainables). With several
+        objectives an NFE budget is an upper bound: ``min_nfe`` (default half the budget) makes the space an NFE range."""
+        options = dict(self.space_options)
+        if self.pareto and self.budget.endswith("nfe") and options.get("min_nfe") is None:
+            from diffsearch.budget import nfe_budget
+            from diffsearch.spaces.nfe_range import default_min_nfe
+
+            options["min_nfe"] = default_min_nfe(nfe_budget(self.budget))
+        return {"space": self.space, "budget": self.budget, "space_options": options, "solver": self.solver}
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the search (a resumed study must agree on them; one objective: as before objectives existed)."""

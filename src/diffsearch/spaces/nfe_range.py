@@ -3,8 +3,9 @@ to the budget, so that a Pareto search (``--objectives METRIC,nfe``) trades qual
 
 A candidate is the inner space's candidate plus its ``nfe``; every operator keeps the NFE in range.
 The schedule spaces hold their NFE exactly, so the runner wraps them in this space for several
-objectives (the budget becomes an upper bound); ``build_space`` is the one function that builds a
-space from its settings, in the driver and in every worker.
+objectives (the budget becomes an upper bound, ``RunConfig.space_settings``); ``spaces.base.build_space``
+builds it from the ``min_nfe`` option, in the driver and in every worker. ``macs_ratio`` divides by the
+full network at the budget's NFE (``reference_nfe``).
 """
 
 from __future__ import annotations
@@ -18,23 +19,14 @@ from diffsearch.budget import Budget
 from diffsearch.errors import DiffsearchError
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.schedule import Schedule
-from diffsearch.spaces.base import SPACES, Candidate, SearchSpace
+from diffsearch.spaces.base import Candidate, SearchSpace
 
 NFE_JUMP = 0.2  # probability that a mutation moves to a neighbouring NFE
 
 
-def default_min_nfe(budget: Budget) -> int:
+def default_min_nfe(budget_nfe: int) -> int:
     """The lower end of a Pareto search's NFE range when ``min_nfe`` is not given: half the budget (at least 2)."""
-    return max(2, int(np.ceil(budget.value / 2)))
-
-
-def build_space(name: str, model: Denoiser, budget: Budget, **options: Any) -> SearchSpace:
-    """The registered space ``name`` at ``budget``; with the ``min_nfe`` option, its union over NFE ``min_nfe``..budget."""
-    space_class = SPACES.get(name)
-    if options.get("min_nfe") is None:
-        options.pop("min_nfe", None)
-        return space_class(model, budget, **options)
-    return NfeRangeSpace(space_class, model, budget, **options)
+    return max(2, int(np.ceil(budget_nfe / 2)))
 
 
 class NfeRangeSpace(SearchSpace):
@@ -121,11 +113,6 @@ class NfeRangeSpace(SearchSpace):
 
     def from_schedule(self, schedule: Schedule) -> Candidate:
         return self.validate({"nfe": schedule.nfe, **self.at(schedule.nfe).from_schedule(schedule)})
-
-    def cost(self, candidate: Candidate) -> dict[str, float]:
-        """The candidate's NFE and MACs; ``macs_ratio`` over the full network at the budget's NFE."""
-        cost = super().cost(candidate)
-        return {**cost, "macs_ratio": cost["nfe"] / self.nfes[-1]}
 
     def validate(self, candidate: Candidate) -> Candidate:
         space, inner = self._split(candidate)
