@@ -52,6 +52,19 @@ def test_pareto_indices_sorted_by_cost_and_spread_keeps_the_ends():
     assert spread(list(range(10)), 4) == [0, 3, 6, 9]
 
 
+def test_objective_vectors_and_baselines_at_each_cost():
+    from diffsearch.search.pareto import objective_values, search_front
+    from diffsearch.search.strategies import Record
+
+    result, cost = {"teacher_error": 0.1, "seconds_per_sample": 0.002}, {"nfe": 4.0, "macs": 5.0}
+    assert objective_values(["teacher_error", "seconds", "macs"], result, cost) == [0.1, 0.002, 5.0]
+    assert math.isnan(objective_values(["fid", "nfe"], result, cost)[0])
+    records = [Record(i, {}, v[0], str(i), {"origin": "initial" if i < 4 else "s"}, v)
+               for i, v in enumerate([(0.5, 4.0), (0.4, 4.0), (0.2, 6.0), (0.3, 6.0), (0.35, 4.0), (0.1, 6.0)])]
+    front, presets = search_front(records, 10)
+    assert [r.number for r in front] == [4, 5] and [r.number for r in presets] == [1, 2]
+
+
 class TestNfeRange(SpaceContract):
     budget_nfe, min_nfe = 6, 3
 
