@@ -201,3 +201,13 @@ def test_command_line_show_plot_and_export_budget(searched, tmp_path):
     exported = CliRunner().invoke(app, ["export", "--study", "pareto", "--storage", url, "--budget", "5nfe", "-o", str(tmp_path / "b.json")])
     assert exported.exit_code == 0, exported.output
     assert len(json.loads((tmp_path / "b.json").read_text())["timesteps"]) <= 6
+
+
+def test_the_service_job_config_takes_objectives(tmp_path):
+    from diffsearch.service.jobs import service_config
+
+    config = service_config({"model": "gmm", "budget": "6nfe", "objectives": "frechet_exact,macs"}, f"sqlite:///{tmp_path}/j.db", tmp_path)
+    assert config.pareto and config.objectives == ["frechet_exact", "macs"] and config.strategy == "evolution" and config.study_name().endswith("-frechet_exact-macs-seed0")
+    assert config.space_settings()["space_options"]["min_nfe"] == 3
+    with pytest.raises(DiffsearchError, match="strategy s3 searches one objective"):
+        service_config({"model": "gmm", "objectives": "frechet_exact,macs", "strategy": "s3"}, f"sqlite:///{tmp_path}/j.db", tmp_path)

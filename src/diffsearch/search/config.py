@@ -24,7 +24,7 @@ class RunConfig(BaseModel):
     model: str = Field(DEFAULT_MODEL, description="model spec: registered name, diffusers:<dir>, module:factory")
     space: str = Field("solver_schedule", description="search space (`search spaces`)")
     budget: str = Field("10nfe", description="candidate budget, e.g. 10nfe")
-    strategy: str = Field("s3", description="random, evolution, s3, tpe, gp, nsga2")
+    strategy: str = Field("s3", description="random, evolution, s3, tpe, gp, nsga2 (several objectives: default evolution)")
     evals: int | None = Field(120, ge=1, description="expensive evaluations in total (across resumes)")
     time: str | None = Field(None, description="wall-clock limit of this invocation, e.g. 30m, 90s, 1h")
     metric: str | None = Field(None, description="objective metric; default: the model's first metric")
@@ -77,7 +77,11 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _predictor_into_s3_options(cls, data: Any) -> Any:
-        """Hand ``predictor``, ``gating`` (and a proxy sample count below ``search_samples``) to s3 via ``strategy_options``."""
+        """Hand ``predictor``, ``gating`` (and a proxy sample count below ``search_samples``) to s3 via ``strategy_options``;
+        with several objectives and no strategy named, the strategy is ``evolution`` (NSGA-II selection; s3 ranks one value)."""
+        objectives = data.get("objectives") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("strategy") is None and len(objectives.split(",") if isinstance(objectives, str) else objectives or ()) > 1:
+            data = {**data, "strategy": "evolution"}
         if isinstance(data, dict) and data.get("strategy", "s3") == "s3":
             options = dict(data.get("strategy_options") or {})
             options.setdefault("predictor", data.get("predictor", "ensemble"))
