@@ -97,6 +97,7 @@ class LayerQuantizer:
         self.module = module
         self.layout = quantizable_layers(module)
         self.config: BitsConfig | None = None
+        self.overrides: dict[str, torch.Tensor] | None = None
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
 
     def configure(self, config: BitsConfig | None) -> None:
@@ -118,11 +119,22 @@ class LayerQuantizer:
 
     def __call__(self, *args: Any) -> Any:
         """The module's forward under the current configuration."""
+        if self.overrides is not None:
+            return torch.func.functional_call(self.module, self.overrides, args, strict=False)
         if self.config is None:
             return self.module(*args)
         params = {f"{name}.weight": self.weight(name, bits) for name, bits in self.config.weights.items()}
         with self._quantized_inputs(self.config.activations):
             return torch.func.functional_call(self.module, params, args, strict=False)
+
+    @contextlib.contextmanager
+    def override(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Run with these layer weights (name -> tensor, e.g. leaves for Hessian-vector products) inside the block."""
+        self.overrides = {f"{name}.weight": weight for name, weight in weights.items()}
+        try:
+            yield
+        finally:
+            self.overrides = None
 
     @contextlib.contextmanager
     def _quantized_inputs(self, ranges: dict[str, tuple[float, float]]) -> Iterator[None]:
