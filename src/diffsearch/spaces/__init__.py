@@ -1,8 +1,8 @@
-"""Search spaces: candidates as plain JSON dicts (solver_schedule, timesteps)."""
+"""Search spaces: candidates as plain JSON dicts (solver_schedule, timesteps, bitwidth, bitwidth_per_step)."""
 
 from __future__ import annotations
 
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
-from diffsearch.spaces import solver_schedule, timesteps  # noqa: F401  (registers the built-in spaces)
+from diffsearch.spaces import bitwidth, solver_schedule, timesteps  # noqa: F401  (registers the built-in spaces)
 
 __all__ = ["SPACES", "Candidate", "SearchSpace", "candidate_fingerprint"]
