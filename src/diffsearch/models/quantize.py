@@ -117,6 +117,12 @@ class LayerQuantizer:
             cached = self._weights[(name, bits)] = fake_quantize_weight(source, bits)
         return cached
 
+    def load(self, weights: dict[tuple[str, int], torch.Tensor]) -> None:
+        """Use these quantised weights for (layer, bits) (e.g. dequantised from packed integers) instead of computing them."""
+        self.layout.check({name for name, _ in weights})
+        for (name, bits), value in weights.items():
+            self._weights[(name, bits)] = value.to(self.module.get_submodule(name).weight.device, self.module.get_submodule(name).weight.dtype)
+
     def __call__(self, *args: Any) -> Any:
         """The module's forward under the current configuration."""
         if self.overrides is not None:
