@@ -40,7 +40,7 @@ class BitsContract(SpaceContract):
         with pytest.raises(DiffsearchError, match="the budget is"):
             space.validate(broken)
         with pytest.raises(DiffsearchError, match="not among"):
-            space.validate({"bits": [[5] * len(row) for row in broken["bits"]]})
+            space.validate(dict(broken, bits=[[5] * len(row) for row in broken["bits"]]))
 
 
 class TestBitwidth(BitsContract):
@@ -55,14 +55,32 @@ class TestBitwidthPerStep(BitsContract):
         return make_space(digits, "bitwidth_per_step", "200kB")
 
 
+class TestSolverScheduleBitwidth(BitsContract):
+    @pytest.fixture(scope="class")
+    def space(self, digits):
+        return make_space(digits, "solver_schedule+bitwidth", "3bits")
+
+
+def test_joint_space_calibrates_on_each_schedule(digits):
+    space = make_space(digits, "solver_schedule+bitwidth", "4bits")
+    labels = [label for label, _ in space.initial()]
+    assert labels[:2] == ["preset:uniform4", "preset:hawq_ilp"] and "preset:ddim@logsnr+hawq_ilp" in labels
+    candidate = space.mutate(space.sample(np.random.default_rng(0)), np.random.default_rng(1))
+    plan = space.decode(candidate)
+    assert plan.schedule == space.schedules.decode(candidate["schedule"]) and plan.nfe == NFE
+    base = space.decode(dict(candidate, schedule=space.schedules.from_schedule(space.schedule)))
+    assert base.network[0].activations == space.stats.ranges != plan.network[0].activations
+
+
 @pytest.fixture(scope="module")
 def spaces(digits):
     return {budget: make_space(digits, name, budget) for name, budget in
-            [("bitwidth", "3.3bits"), ("bitwidth", "300kB"), ("bitwidth_per_step", "5bits"), ("bitwidth_per_step", "400kB")]}
+            [("bitwidth", "3.3bits"), ("bitwidth", "300kB"), ("bitwidth_per_step", "5bits"), ("bitwidth_per_step", "400kB"),
+             ("solver_schedule+bitwidth", "4.5bits")]}
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(which=st.sampled_from(["3.3bits", "300kB", "5bits", "400kB"]), seed=st.integers(0, 10_000), steps=st.integers(1, 6))
+@given(which=st.sampled_from(["3.3bits", "300kB", "5bits", "400kB", "4.5bits"]), seed=st.integers(0, 10_000), steps=st.integers(1, 6))
 def test_every_operator_keeps_the_budget(spaces, which, seed, steps):
     space, rng = spaces[which], np.random.default_rng(seed)
     population = [space.sample(rng) for _ in range(3)] + [c for _, c in space.initial()]

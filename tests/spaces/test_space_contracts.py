@@ -27,7 +27,7 @@ class TestTimesteps(SpaceContract):
 
 
 def test_every_registered_space_has_a_contract_test():
-    assert set(SPACES) == {"solver_schedule", "timesteps", "bitwidth", "bitwidth_per_step"}  # bitwidth: tests/spaces/test_bitwidth.py
+    assert set(SPACES) == {"solver_schedule", "timesteps", "bitwidth", "bitwidth_per_step", "solver_schedule+bitwidth"}  # bitwidth: tests/spaces/test_bitwidth.py
 
 
 def test_spaces_refuse_non_nfe_budgets(gmm):

@@ -96,6 +96,7 @@ class BitwidthSpace(SearchSpace):
     name = "bitwidth"
     budget_units = ("bits", "MB", "kB")
     default_buckets = 1
+    candidate_keys: tuple[str, ...] = ("bits",)
 
     def __init__(self, model: Denoiser, budget: Budget, solver: str = "unipc_bh2", spacing: str = "quadratic", nfe: int = 10,
                  buckets: int | None = None, statistics: dict[str, int] | None = None, **options: Any) -> None:
@@ -170,9 +171,10 @@ class BitwidthSpace(SearchSpace):
         rows = [self.stats.free_statistics(self.layout, dict(zip(self.layout.names, row))) for row in candidate["bits"]]
         return {key: float(np.dot(self.allocation.weights, [row[key] for row in rows])) for key in rows[0]}
 
-    def network_configs(self, candidate: Candidate) -> tuple[BitsConfig, ...]:
-        """One ``BitsConfig`` per model evaluation (the bucket's bits, the calibrated activation ranges)."""
-        configs = [BitsConfig(weights=dict(zip(self.layout.names, row)), activations=self.stats.ranges) for row in candidate["bits"]]
+    def network_configs(self, candidate: Candidate, ranges: dict[str, tuple[float, float]] | None = None) -> tuple[BitsConfig, ...]:
+        """One ``BitsConfig`` per model evaluation (the bucket's bits, the activation ranges calibrated on the schedule)."""
+        ranges = self.stats.ranges if ranges is None else ranges
+        configs = [BitsConfig(weights=dict(zip(self.layout.names, row)), activations=ranges) for row in candidate["bits"]]
         return tuple(configs[k * self.buckets // self.nfe] for k in range(self.nfe))
 
     def decode(self, candidate: Candidate) -> Plan:
@@ -185,7 +187,7 @@ class BitwidthSpace(SearchSpace):
     def validate(self, candidate: Candidate) -> Candidate:
         bits = candidate.get("bits") if isinstance(candidate, dict) else None
         shape_ok = isinstance(bits, list) and len(bits) == self.buckets and all(isinstance(row, list) and len(row) == len(self.layout.layers) for row in bits)
-        if not shape_ok or set(candidate) != {"bits"}:
+        if not shape_ok or set(candidate) != set(self.candidate_keys):
             raise DiffsearchError(f"space {self.name}: a candidate is {{'bits': {self.buckets} lists of {len(self.layout.layers)} bitwidths}}")
         wrong = sorted({b for row in bits for b in row} - set(BITWIDTHS))
         if wrong:
@@ -214,3 +216,86 @@ class BitwidthPerStepSpace(BitwidthSpace):
 
     name = "bitwidth_per_step"
     default_buckets = 2
+
+
+@SPACES.register("solver_schedule+bitwidth")
+class SolverScheduleBitwidthSpace(BitwidthSpace):
+    """A solver schedule (S3's per-step decisions at ``nfe`` evaluations) and one bitwidth per layer, searched jointly.
+
+    A candidate is ``{"schedule": <solver_schedule candidate>, "bits": [[b per layer]]}``. Activation ranges
+    are calibrated on each candidate's own schedule (the timesteps it visits); sensitivities and the ILP
+    baseline come from the base schedule (``solver``, ``spacing``). ``schedule_options`` go to the
+    ``solver_schedule`` space.
+    """
+
+    name = "solver_schedule+bitwidth"
+    candidate_keys = ("schedule", "bits")
+
+    def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, schedule_options: dict[str, Any] | None = None, **options: Any) -> None:
+        super().__init__(model, budget, nfe=nfe, **options)
+        self.schedules = SPACES.get("solver_schedule")(model, Budget(value=float(self.nfe), unit="nfe"), **(schedule_options or {}))
+        self._ranges: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def _bits(self, candidate: Candidate) -> Candidate:
+        return {"bits": candidate["bits"]}
+
+    def initial(self) -> list[tuple[str, Candidate]]:
+        """The bits baselines on the base schedule, then every schedule preset with the ILP allocation."""
+        base = self.schedules.from_schedule(self.schedule)
+        bits = BitwidthSpace.initial(self)
+        ilp = bits[-1][1]["bits"]
+        return [(label, {"schedule": base, "bits": c["bits"]}) for label, c in bits] + [
+            (f"{label}+hawq_ilp", {"schedule": schedule, "bits": ilp}) for label, schedule in self.schedules.initial() if schedule != base]
+
+    def sample(self, rng: np.random.Generator) -> Candidate:
+        return {"schedule": self.schedules.sample(rng), "bits": super().sample(rng)["bits"]}
+
+    def mutate(self, candidate: Candidate, rng: np.random.Generator) -> Candidate:
+        """Mutate the schedule or the bits (even odds)."""
+        if rng.random() < 0.5:
+            return {"schedule": self.schedules.mutate(candidate["schedule"], rng), "bits": candidate["bits"]}
+        return {"schedule": candidate["schedule"], "bits": super().mutate(self._bits(candidate), rng)["bits"]}
+
+    def crossover(self, first: Candidate, second: Candidate, rng: np.random.Generator) -> Candidate:
+        return {"schedule": self.schedules.crossover(first["schedule"], second["schedule"], rng),
+                "bits": super().crossover(self._bits(first), self._bits(second), rng)["bits"]}
+
+    def encode(self, candidate: Candidate) -> np.ndarray:
+        return np.concatenate([self.schedules.encode(candidate["schedule"]), super().encode(self._bits(candidate))])
+
+    def free_statistics(self, candidate: Candidate) -> dict[str, float]:
+        return super().free_statistics(self._bits(candidate))
+
+    def schedule_ranges(self, schedule: Schedule) -> dict[str, tuple[float, float]]:
+        """Activation ranges calibrated on ``schedule`` (memoised); the base schedule's when it diverges."""
+        from diffsearch.evaluators.quantization import calibrate
+        from diffsearch.solvers.plan import schedule_fingerprint
+
+        key = schedule_fingerprint(schedule)
+        if key not in self._ranges:
+            nfe = self.model.nfe
+            ranges = calibrate(self.model, schedule, self.statistics_options.get("samples", 64))
+            self.model.nfe = nfe
+            finite = all(math.isfinite(low) and math.isfinite(high) for low, high in ranges.values())
+            self._ranges[key] = ranges if finite else self.stats.ranges
+        return self._ranges[key]
+
+    def decode(self, candidate: Candidate) -> Plan:
+        schedule = self.schedules.decode(candidate["schedule"])
+        return Plan(schedule=schedule, network=self.network_configs(self._bits(candidate), self.schedule_ranges(schedule)))
+
+    def cost(self, candidate: Candidate) -> dict[str, float]:
+        return {**super().cost(self._bits(candidate)), "nfe": float(self.schedules.decode(candidate["schedule"]).nfe)}
+
+    def validate(self, candidate: Candidate) -> Candidate:
+        super().validate(candidate)
+        self.schedules.validate(candidate["schedule"])
+        return candidate
+
+    def distributions(self) -> dict[str, Any]:
+        return {**self.schedules.distributions(), **super().distributions()}
+
+    def from_params(self, params: dict[str, Any]) -> Candidate:
+        bits = {key: value for key, value in params.items() if key.startswith("bits_")}
+        schedule = self.schedules.from_params({key: value for key, value in params.items() if key not in bits})
+        return {"schedule": schedule, "bits": super().from_params(bits)["bits"]}
