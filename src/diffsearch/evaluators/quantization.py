@@ -31,7 +31,7 @@ from diffsearch.solvers.schedule import Schedule
 CALIBRATION_SAMPLES = 64
 SENSITIVITY_SAMPLES = 16
 HUTCHINSON_PROBES = 32
-STATISTICS_VERSION = "quantization/v1"
+STATISTICS_VERSION = "quantization/v2"  # v2: layers fed the network input keep float inputs
 
 
 class LayerStatistics(BaseModel):

