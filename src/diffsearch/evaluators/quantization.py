@@ -82,6 +82,18 @@ def calibrate(model: Denoiser, schedule: Schedule, samples: int = CALIBRATION_SA
     return {name: (float(low), float(high)) for name, (low, high) in ranges.items()}
 
 
+def quantized_input_layers(model: Denoiser) -> tuple[str, ...]:
+    """The layers whose inputs calibration quantises (all but those fed the network input), from one call on one zero sample."""
+    quantizer = _quantizer(model)
+    x = torch.zeros((1, *model.data_shape), device=model.device)
+    cond = torch.zeros(1, dtype=torch.long, device=model.device) if model.num_classes else None
+    nfe = model.nfe
+    with torch.no_grad(), quantizer.observe() as ranges:
+        model.network(x, float(model.noise_schedule.t_max) / 2, cond)
+    model.nfe = nfe
+    return tuple(name for name in quantizer.layout.names if name in ranges)
+
+
 def layer_sqnr(model: Denoiser, inputs, cond, bitwidths=BITWIDTHS) -> dict[str, dict[int, float]]:
     """MixDQ-style sensitivity: SQNR (dB) of the output over all visited timesteps, one layer quantised at a time."""
     from diffsearch.models.bits import BitsConfig

@@ -37,8 +37,8 @@ TOLERANCE = 1e-9
 class BitAllocation:
     """The budget arithmetic of per-bucket bit allocations on one layout (pure; shared by the bitwidth spaces)."""
 
-    def __init__(self, layout: QuantizationLayout, budget: Budget, weights: list[float]) -> None:
-        self.layout, self.budget, self.weights = layout, budget, weights
+    def __init__(self, layout: QuantizationLayout, budget: Budget, weights: list[float], ranges: int) -> None:
+        self.layout, self.budget, self.weights, self.ranges = layout, budget, weights, ranges
         self.params = np.array([layer.params for layer in layout.layers], dtype=float)
 
     def mean_bits(self, bits: list[list[int]]) -> float:
@@ -48,7 +48,7 @@ class BitAllocation:
     def weight_bytes(self, bits: list[list[int]]) -> int:
         """Bytes to store every distinct (layer, bits) of the candidate (packed integers and scales), plus ranges and the rest."""
         stored = [{layer.name: width} for i, layer in enumerate(self.layout.layers) for width in sorted({row[i] for row in bits})]
-        rest = self.layout.weight_bytes({}, activations=len(self.layout.layers)) - FLOAT_BYTES * self.layout.total_weights
+        rest = self.layout.weight_bytes({}, activations=self.ranges) - FLOAT_BYTES * self.layout.total_weights
         return rest + sum(self._bytes[next(iter(entry.items()))] for entry in stored)
 
     @cached_property
@@ -114,7 +114,9 @@ class BitwidthSpace(SearchSpace):
         self.nfe = int(self.schedule.nfe)
         self.statistics_options = dict(statistics or {})
         counts = np.bincount([k * self.buckets // self.nfe for k in range(self.nfe)], minlength=self.buckets)
-        self.allocation = BitAllocation(self.layout, budget, list(counts / self.nfe))
+        from diffsearch.evaluators.quantization import quantized_input_layers
+
+        self.allocation = BitAllocation(self.layout, budget, list(counts / self.nfe), len(quantized_input_layers(model)))
         self.allocation.repair([[BITWIDTHS[-1]] * len(self.layout.layers)] * self.buckets, np.random.default_rng(0))  # a budget below 2 bits fails here
 
     @cached_property
