@@ -129,3 +129,25 @@ def test_decoded_plan_samples_with_the_quantised_network(digits):
     eight = diffsearch.sample(digits, space.decode(dict(space.initial()[0][1], bits=[[4] * len(space.layout.names)])), x_T, torch.arange(4))
     assert float((low - full).norm()) > float((eight - full).norm()) > 0
     assert torch.equal(diffsearch.sample(digits, space.schedule, x_T, torch.arange(4)), full)
+
+
+@pytest.mark.parametrize(("text", "value"), [("4.5bits", 4.5), ("2bits", 2.0), ("1.2MB", 1_200_000), ("250kB", 250_000)])
+def test_bits_and_bytes_budgets_parse(text, value):
+    budget = parse_budget(text)
+    assert (budget.value if budget.unit == "bits" else weight_bytes_budget(budget)) == value and str(budget) == text
+
+
+@pytest.mark.parametrize("text", ["9bits", "1.5bits", "0MB", "1.2mb", "4.5 bits"])
+def test_bad_bits_and_bytes_budgets_are_refused(text):
+    with pytest.raises(DiffsearchError, match="budget"):
+        parse_budget(text)
+
+
+def test_cli_refuses_an_nfe_budget_for_a_bitwidth_space_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    process = subprocess.run([sys.executable, "-m", "diffsearch.cli", "run", "--space", "bitwidth", "--budget", "10nfe",
+                              "--out", str(tmp_path / "best.json"), "--storage", f"sqlite:///{tmp_path}/s.db"], capture_output=True, text=True)
+    lines = process.stderr.strip().splitlines()
+    assert process.returncode == 2 and len(lines) == 1 and "space bitwidth accepts only bits, MB, kB budgets" in lines[0], process.stderr
