@@ -73,13 +73,25 @@ def budget_row(model, budget: str, args, workdir: Path, seeds: list[int]) -> dic
     metric, best = model.objective, outcome["best"]
     searched = best["heldout"]["values"]
     floor_std = float((outcome["final"].get("noise") or {}).get("std", 0.0))
+    from diffsearch.export.quantized import write_quantized_weights
+
+    packed = write_quantized_weights(model, space.decode(best["candidate"]), workdir / f"packed-{budget}")
     row = {"budget": budget, "searched": {"label": best["label"], "values": searched, "cost": space.cost(best["candidate"]),
-                                          "seconds": outcome["seconds"]}, "baselines": {}}
+                                          "seconds": outcome["seconds"], "packed": packed}, "baselines": {}}
     for label, candidate in space.initial():
         values = heldout(model, space.decode(candidate), args.final_samples, seeds, metric)
         row["baselines"][label] = {"values": values, "cost": space.cost(candidate), "comparison": compare(searched, values, floor_std)}
     row["floor_std"] = floor_std
     return row
+
+
+def eight_bit_weights(model, schedule):
+    """8-bit weights everywhere, float activations: how much of the 8-bit loss the activations carry."""
+    from diffsearch.models.bits import BitsConfig
+    from diffsearch.solvers.plan import Plan
+
+    config = BitsConfig(weights=dict.fromkeys(model.quantizer.layout.names, 8))
+    return Plan(schedule=schedule, network=(config,) * schedule.nfe)
 
 
 def joint_rows(model, args, workdir: Path, seeds: list[int]) -> dict[str, Any]:
@@ -109,13 +121,15 @@ def markdown(report: dict[str, Any]) -> str:
     def cell(values):
         return f"{np.mean(values):.4g} +- {np.std(values, ddof=1):.2g}"
 
-    lines = [f"full precision ({report['schedule']}): {cell(report['full_precision'])}", "",
+    lines = [f"full precision ({report['schedule']}): {cell(report['full_precision'])}; "
+             f"8-bit weights, float activations: {cell(report['weights8_float_activations'])}", "",
              "| budget | allocation | mean bits | weight bytes | held-out | searched - this (95% interval) | verdict |",
              "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         s = row["searched"]
-        lines.append(f"| {row['budget']} | searched ({s['label'] or 'trial'}) | {s['cost']['bits']:.3f} | {int(s['cost']['weight_bytes'])} | "
-                     f"{cell(s['values'])} | | |")
+        lines_packed = f"{s['packed']['file_bytes']} B on disk ({s['packed']['payload_bytes']} B tensors)"
+        lines.append(f"| {row['budget']} | searched ({s['label'] or 'trial'}) | {s['cost']['bits']:.3f} | {int(s['cost']['weight_bytes'])}; "
+                     f"{lines_packed} | {cell(s['values'])} | | |")
         for label, base in row["baselines"].items():
             c = base["comparison"]
             verdict = "searched better" if c["beyond_two_std"] else ("baseline better" if c["mean_difference"] > 2 * c["seed_std"] else "tie")
@@ -155,6 +169,8 @@ def main() -> None:
                               "date": datetime.now(timezone.utc).isoformat(timespec="minutes"), "metric": model.objective,
                               "schedule": f"unipc_bh2@quadratic {args.nfe} NFE",
                               "full_precision": heldout(model, Plan(schedule=schedule), args.final_samples, seeds, model.objective),
+                              "weights8_float_activations": heldout(model, eight_bit_weights(model, schedule), args.final_samples, seeds,
+                                                                    model.objective),
                               "rows": [budget_row(model, f"{b}bits", args, workdir, seeds) for b in args.budgets.split(",")]}
     if args.joint:
         report["joint"] = joint_rows(model, args, workdir, seeds)
