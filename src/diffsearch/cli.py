@@ -67,6 +67,20 @@ def _model_and_schedule(model: str, schedule: str, budget: str | None, spacing: 
     return denoiser, load_schedule(schedule, nfe=nfe, model=denoiser, spacing=spacing)
 
 
+def _model_and_plan(model: str, schedule: str, budget: str | None, spacing: str, device: str):
+    """Load the model and resolve ``preset:NAME``, a schedule file or a plan file as a plan (its blocks checked)."""
+    from diffsearch.budget import nfe_budget
+    from diffsearch.export.plan import load_plan
+    from diffsearch.solvers.plan import check_blocks
+
+    if schedule.startswith("preset:") and not budget:
+        _fail(f"--schedule {schedule} needs --budget (the NFE to build it at), e.g. --budget 10nfe")
+    denoiser = _load_model(model, device)
+    plan = load_plan(schedule, nfe=nfe_budget(budget) if budget else None, model=denoiser, spacing=spacing)
+    check_blocks(plan, denoiser.blocks.names if denoiser.blocks is not None else None, denoiser.name)
+    return denoiser, plan
+
+
 @app.command("eval")
 def eval_command(
     schedule: ScheduleOption,
@@ -89,13 +103,16 @@ def eval_command(
     from diffsearch.evaluators.cost import cost_statistics
     from diffsearch.evaluators.evaluate import evaluate
 
-    denoiser, resolved = _model_and_schedule(model, schedule, budget, spacing, device)
-    samples = samples or (resolved.metrics or {}).get("heldout", {}).get("samples") or DEFAULT_EVAL_SAMPLES
-    with _bar(samples, f"sampling {samples} with {resolved.name or schedule}", not as_json) as advance:
+    denoiser, resolved = _model_and_plan(model, schedule, budget, spacing, device)
+    name = resolved.schedule.name or schedule
+    samples = samples or (resolved.metrics or resolved.schedule.metrics or {}).get("heldout", {}).get("samples") or DEFAULT_EVAL_SAMPLES
+    with _bar(samples, f"sampling {samples} with {name}", not as_json) as advance:
         result = evaluate(denoiser, resolved, samples=samples, seed=seed, guidance=guidance, metrics=metric,
                           reference=reference, features=features, cache=cache_for(denoiser, not no_cache), batch_size=500, on_batch=advance,
                           max_out_of_range=1.0)  # eval reports the out-of-range share; only a search fails on it
-    row = {"schedule": resolved.name or schedule, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
+    row = {"schedule": name, **result, **cost_statistics(denoiser, resolved.nfe, guidance)}
+    if "macs" in result:  # a plan that skips or reuses blocks costs what it runs
+        row["macs_per_sample"] = result["macs"]
     if result["status"] == "ok" and not no_floor:
         row["noise"] = _floors(denoiser, [m for m in result if m in _metric_names()], samples, guidance, reference, features, not as_json)
     title = f"{row['schedule']} on {denoiser.name} ({samples} samples of held-out noise seed {seed})"

@@ -103,7 +103,12 @@ class RunConfig(BaseModel):
             return self.study
         model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
-        return validate_study_name(f"{self.space}{solver}-{self.budget}-{model}-{self.strategy}-seed{self.seed}")
+        budget = self.budget.replace("%", "pct")  # study names are file names: no % or +
+        return validate_study_name(f"{self.space.replace('+', '-')}{solver}-{budget}-{model}-{self.strategy}-seed{self.seed}")
+
+    def space_settings(self) -> dict[str, Any]:
+        """What ``spaces.base.build_space`` needs (JSON: it travels to Ray actors and Tune trainables)."""
+        return {"space": self.space, "budget": self.budget, "space_options": dict(self.space_options), "solver": self.solver}
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the search (a resumed study must agree on them)."""

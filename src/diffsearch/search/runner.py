@@ -23,7 +23,8 @@ from diffsearch.models.loading import load_model
 from diffsearch.search import storage
 from diffsearch.search.config import RunConfig, parse_duration, validate_config
 from diffsearch.search.strategies import STRATEGIES, Strategy
-from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, candidate_fingerprint
+from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, build_space, candidate_fingerprint
+from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.schedule import Schedule
 
 _log = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ class Run:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What ``run_search`` returns: the exported schedule and where it was written."""
+    """What ``run_search`` returns: the exported schedule (its metrics and provenance) and where it was written;
+    ``plan`` is the exported plan when the best candidate changes the network (a ``diffsearch.plan/v1`` file)."""
 
     study: str
     schedule: Schedule
     path: Path
+    plan: Plan | None = None
 
 
 def sample_counts(model: Denoiser, config: RunConfig) -> tuple[int, int]:
@@ -68,12 +71,9 @@ def check_budget(config: RunConfig):
 
 def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     """The model (on ``config.device``), the search space and the objective metric a config names."""
-    space_class, budget = SPACES.get(config.space), check_budget(config)
+    check_budget(config)
     model = load_model(config.model).to(config.device)
-    space_options = dict(config.space_options)
-    if config.space == "timesteps":
-        space_options.setdefault("solver", config.solver)
-    space = space_class(model, budget, **space_options)
+    space = build_space(model, config.space_settings())
     metric = config.metric or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     if config.features:
@@ -313,7 +313,7 @@ def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
     others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
     for metrics in (list(dict.fromkeys([run.metric, *others])), [run.metric]):
         try:
-            return evaluate(run.model, run.space.decode(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
+            return evaluate(run.model, run.space.plan(candidate), samples=run.final_samples, seed=seed, guidance=run.config.guidance,
                             metrics=metrics, reference=run.config.reference, features=run.config.features, cache=run.cache)
         except Exception as error:
             failure = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
@@ -458,7 +458,7 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
         "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "search_cost": {**search_cost(run, final), "objective_s": objective.get("seconds", 0.0)},
     }
-    schedule = run.space.decode(best["candidate"])
+    schedule = run.space.plan(best["candidate"]).schedule
     return Schedule.model_validate({**schedule.model_dump(), "name": f"{run.study.study_name}:best",
                                     "metrics": storage.json_safe(metrics), "provenance": storage.json_safe(provenance)})
 
@@ -490,9 +490,25 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
             final = final_stage(run)
         schedule = build_artifact(run, final)
         path = output_path(config)
-        save_schedule(schedule, path)
+        plan = save_artifact(run, final, schedule, path)
         _log.info(f"exported {path}")
-    return SearchResult(config.study_name(), schedule, path)
+    return SearchResult(config.study_name(), schedule, path, None if plan.full_network else plan)
+
+
+def save_artifact(run: Run, final: dict[str, Any], schedule: Schedule, path: str | Path) -> Plan:
+    """Write the best finalist: ``diffsearch.schedule/v1`` when it runs the full network (unchanged for schedule
+    spaces), else ``diffsearch.plan/v1`` with the same metrics and provenance; returns the plan."""
+    from diffsearch.export.plan import save_plan
+
+    best = next(row for row in final["rows"] if row["trial"] == final["best"])
+    plan = run.space.plan(best["candidate"])
+    if plan.full_network:
+        save_schedule(schedule, path)
+        return Plan(schedule=schedule)
+    bare = schedule.model_copy(update={"metrics": None, "provenance": None})
+    plan = Plan(schedule=bare, network=plan.network, metrics=schedule.metrics, provenance=schedule.provenance)
+    save_plan(plan, path)
+    return plan
 
 
 EXECUTION_FIELDS = ("executor", "workers", "gpus_per_worker", "ray_address")
@@ -534,4 +550,6 @@ def export_study(name: str, storage_url: str | None, out: str | Path, model: str
     except Exception as error:
         raise DiffsearchError(f"study {name!r}: its stored config is not valid ({type(error).__name__})") from None
     run = prepare(config)
-    return save_schedule(build_artifact(run, study.user_attrs["final"]), out)
+    final = study.user_attrs["final"]
+    save_artifact(run, final, build_artifact(run, final), out)
+    return Path(out)
