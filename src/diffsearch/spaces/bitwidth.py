@@ -95,6 +95,9 @@ class BitwidthSpace(SearchSpace):
 
     name = "bitwidth"
     budget_units = ("bits", "MB", "kB")
+    #: the settings the shared space contract builds this space with (tiny statistics: a test, not a measurement).
+    example: dict[str, Any] = {"model": "digits", "budget": "4bits",
+                               "space_options": {"nfe": 4, "statistics": {"samples": 8, "sensitivity_samples": 2, "probes": 2}}}
     default_buckets = 1
     candidate_keys: tuple[str, ...] = ("bits",)
 
@@ -183,8 +186,14 @@ class BitwidthSpace(SearchSpace):
         return Plan(schedule=self.schedule, network=self.network_configs(candidate))
 
     def cost(self, candidate: Candidate) -> dict[str, float]:
-        bits = candidate["bits"]
-        return {"nfe": float(self.nfe), "bits": self.allocation.mean_bits(bits), "weight_bytes": float(self.allocation.weight_bytes(bits))}
+        """``nfe``, ``macs`` / ``macs_ratio`` (fake quantisation keeps every multiply-accumulate: the schedule's full
+        network), mean ``bits`` per weight and packed ``weight_bytes``."""
+        from diffsearch.evaluators.cost import plan_cost
+
+        bits, schedule = candidate["bits"], self.plan(candidate).schedule
+        measured = plan_cost(self.model, Plan(schedule=schedule), reference_nfe=self.nfe)
+        return {"nfe": float(schedule.nfe), "macs": measured["macs_per_sample"], "macs_ratio": measured["macs_ratio"],
+                "bits": self.allocation.mean_bits(bits), "weight_bytes": float(self.allocation.weight_bytes(bits))}
 
     def validate(self, candidate: Candidate) -> Candidate:
         bits = candidate.get("bits") if isinstance(candidate, dict) else None
@@ -218,6 +227,7 @@ class BitwidthPerStepSpace(BitwidthSpace):
 
     name = "bitwidth_per_step"
     default_buckets = 2
+    example: dict[str, Any] = {**BitwidthSpace.example, "budget": "200kB"}
 
 
 @SPACES.register("solver_schedule+bitwidth")
@@ -232,6 +242,7 @@ class SolverScheduleBitwidthSpace(BitwidthSpace):
 
     name = "solver_schedule+bitwidth"
     candidate_keys = ("schedule", "bits")
+    example: dict[str, Any] = {**BitwidthSpace.example, "budget": "3bits"}
 
     def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, schedule_options: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(model, budget, nfe=nfe, **options)
@@ -285,9 +296,6 @@ class SolverScheduleBitwidthSpace(BitwidthSpace):
     def decode(self, candidate: Candidate) -> Plan:
         schedule = self.schedules.decode(candidate["schedule"])
         return Plan(schedule=schedule, network=self.network_configs(self._bits(candidate), self.schedule_ranges(schedule)))
-
-    def cost(self, candidate: Candidate) -> dict[str, float]:
-        return {**super().cost(self._bits(candidate)), "nfe": float(self.schedules.decode(candidate["schedule"]).nfe)}
 
     def validate(self, candidate: Candidate) -> Candidate:
         super().validate(candidate)
