@@ -27,14 +27,19 @@ import numpy as np
 import torch
 
 
+ERRORS: dict[str, str] = {}
+
+
 def heldout(model, plan, samples: int, seeds: list[int], metric: str) -> list[float]:
-    """The metric of ``plan`` on each held-out noise set (the runner's final-stage evaluation)."""
+    """The metric of ``plan`` on each held-out noise set (the runner's final-stage evaluation); NaN where it failed."""
     from diffsearch.evaluators.evaluate import evaluate
 
     values = []
     for seed in seeds:
         result = evaluate(model, plan, samples=samples, seed=seed, metrics=[metric])
         values.append(float(result[metric]) if result.get("status") == "ok" else float("nan"))
+        if result.get("status") != "ok":
+            ERRORS[plan.fingerprint] = result.get("error", "failed")
     return values
 
 
@@ -48,7 +53,7 @@ def search(space: str, budget: str, args, workdir: Path, **space_options: Any) -
     config = {"model": "digits", "space": space, "budget": budget, "strategy": args.strategy, "evals": args.evals,
               "search_samples": args.samples, "final_samples": args.final_samples, "final_seeds": args.final_seeds,
               "seed": args.seed, "study": study, "storage": f"sqlite:///{workdir}/{study}.db", "out": str(workdir / f"{study}.json"),
-              "progress": False, "space_options": {"nfe": args.nfe, **space_options}}
+              "progress": False, "space_options": {key: value for key, value in {"nfe": args.nfe, **space_options}.items() if value is not None}}
     started = time.perf_counter()
     diffsearch.run_search(config)
     final = optuna.load_study(study_name=study, storage=config["storage"]).user_attrs["final"]
@@ -68,8 +73,13 @@ def budget_row(model, budget: str, args, workdir: Path, seeds: list[int]) -> dic
     from diffsearch.budget import parse_budget
     from diffsearch.spaces import SPACES
 
+    from diffsearch.errors import DiffsearchError
+
     space = SPACES.get("bitwidth")(model, parse_budget(budget), nfe=args.nfe)
-    outcome = search("bitwidth", budget, args, workdir)
+    try:
+        outcome = search("bitwidth", budget, args, workdir)
+    except DiffsearchError as error:  # every candidate failed (samples out of the data range)
+        return {"budget": budget, "error": str(error), "baselines": {}}
     metric, best = model.objective, outcome["best"]
     searched = best["heldout"]["values"]
     floor_std = float((outcome["final"].get("noise") or {}).get("std", 0.0))
@@ -80,7 +90,9 @@ def budget_row(model, budget: str, args, workdir: Path, seeds: list[int]) -> dic
                                           "seconds": outcome["seconds"], "packed": packed}, "baselines": {}}
     for label, candidate in space.initial():
         values = heldout(model, space.decode(candidate), args.final_samples, seeds, metric)
-        row["baselines"][label] = {"values": values, "cost": space.cost(candidate), "comparison": compare(searched, values, floor_std)}
+        plan = space.decode(candidate)
+        row["baselines"][label] = {"values": values, "cost": space.cost(candidate), "comparison": compare(searched, values, floor_std),
+                                   "error": ERRORS.get(plan.fingerprint)}
     row["floor_std"] = floor_std
     return row
 
@@ -101,8 +113,9 @@ def joint_rows(model, args, workdir: Path, seeds: list[int]) -> dict[str, Any]:
     from diffsearch.spaces import SPACES
 
     metric = model.objective
-    joint = search("solver_schedule+bitwidth", args.joint_budget, args, workdir)
-    schedule_search = search("solver_schedule", f"{args.nfe}nfe", args, workdir)
+    wide = argparse.Namespace(**{**vars(args), "evals": args.joint_evals})
+    joint = search("solver_schedule+bitwidth", args.joint_budget, wide, workdir)
+    schedule_search = search("solver_schedule", f"{args.nfe}nfe", wide, workdir, nfe=None)
     bits_search = search("bitwidth", args.joint_budget, args, workdir)
     space = SPACES.get("solver_schedule+bitwidth")(model, parse_budget(args.joint_budget), nfe=args.nfe)
     best_schedule = space.schedules.decode(schedule_search["best"]["candidate"])
@@ -126,12 +139,19 @@ def markdown(report: dict[str, Any]) -> str:
              "| budget | allocation | mean bits | weight bytes | held-out | searched - this (95% interval) | verdict |",
              "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['budget']} | searched | | | {row['error']} | | |")
+            continue
         s = row["searched"]
         lines_packed = f"{s['packed']['file_bytes']} B on disk ({s['packed']['payload_bytes']} B tensors)"
         lines.append(f"| {row['budget']} | searched ({s['label'] or 'trial'}) | {s['cost']['bits']:.3f} | {int(s['cost']['weight_bytes'])}; "
                      f"{lines_packed} | {cell(s['values'])} | | |")
         for label, base in row["baselines"].items():
             c = base["comparison"]
+            if base.get("error"):
+                lines.append(f"| | {label.removeprefix('preset:')} | {base['cost']['bits']:.3f} | {int(base['cost']['weight_bytes'])} | "
+                             f"failed: {base['error']} | | searched better |")
+                continue
             verdict = "searched better" if c["beyond_two_std"] else ("baseline better" if c["mean_difference"] > 2 * c["seed_std"] else "tie")
             lines.append(f"| | {label.removeprefix('preset:')} | {base['cost']['bits']:.3f} | {int(base['cost']['weight_bytes'])} | "
                          f"{cell(base['values'])} | {c['mean_difference']:.3g} [{c['interval95'][0]:.3g}, {c['interval95'][1]:.3g}] | {verdict} |")
@@ -150,6 +170,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--joint", action="store_true", help="also solver_schedule+bitwidth at --joint-budget")
     parser.add_argument("--joint-budget", default="4bits")
+    parser.add_argument("--joint-evals", type=int, default=60, help="evaluations of the joint and the full-precision schedule searches")
+    parser.add_argument("--workdir", type=Path, default=None, help="studies folder (default: a new temporary one); reuse it to resume")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/bitwidth_search.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -162,7 +184,8 @@ def main() -> None:
     model = diffsearch.load_model("digits")
     seeds = heldout_seeds(args.final_seeds)
     schedule = preset_schedule("unipc_bh2", args.nfe, model.noise_schedule, "quadratic", model=model)
-    workdir = Path(tempfile.mkdtemp(prefix="bitwidth-search-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bitwidth-search-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     report: dict[str, Any] = {"command": "python benchmarks/bitwidth_search.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
                               "machine": f"{platform.processor() or platform.machine()}, torch threads 1", "seeds": seeds,
@@ -171,7 +194,10 @@ def main() -> None:
                               "full_precision": heldout(model, Plan(schedule=schedule), args.final_samples, seeds, model.objective),
                               "weights8_float_activations": heldout(model, eight_bit_weights(model, schedule), args.final_samples, seeds,
                                                                     model.objective),
-                              "rows": [budget_row(model, f"{b}bits", args, workdir, seeds) for b in args.budgets.split(",")]}
+                              "rows": []}
+    for budget in (b for b in args.budgets.split(",") if b):
+        report["rows"].append(budget_row(model, f"{budget}bits", args, workdir, seeds))
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # partial results survive an interrupted run
     if args.joint:
         report["joint"] = joint_rows(model, args, workdir, seeds)
     report["seconds"] = time.perf_counter() - started
