@@ -79,10 +79,8 @@ def write_quantized_weights(model: Denoiser, plan: Plan, folder: str | Path) -> 
 def _report(model: Denoiser, tensors: dict[str, torch.Tensor], path: Path, widths: dict[str, set[int]], ranges: int) -> dict[str, Any]:
     """Bytes of the tensors, of the file on disk, and of the budget's accounting for the same (layer, bits) set."""
     layout = _quantizer(model).layout
-    extra_copies = {name: sorted(bits)[:-1] for name, bits in widths.items()}
-    accounting = layout.weight_bytes({name: max(bits) for name, bits in widths.items()}, activations=ranges)
+    accounting = layout.stored_bytes(widths, activations=ranges)
     channels = {layer.name: layer for layer in layout.layers}
-    accounting += sum(-(-channels[name].params * b // 8) + 4 * channels[name].out_channels for name, bits in extra_copies.items() for b in bits)
     payload = sum(t.numel() * t.element_size() for t in tensors.values())
     return {"format": FORMAT, "model": model.fingerprint, "payload_bytes": payload, "file_bytes": path.stat().st_size,
             "header_bytes": path.stat().st_size - payload, "accounting_bytes": accounting,

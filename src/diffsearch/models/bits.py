@@ -11,6 +11,7 @@ tensor); layers it omits run in full precision. The byte accounting is the packe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -100,12 +101,18 @@ class QuantizationLayout(BaseModel):
 
     def weight_bytes(self, bits: dict[str, int], activations: int | None = None) -> int:
         """Bytes of the packed export: packed integers, float32 scales, ``activations`` input ranges (default: every layer), the rest."""
-        total = FLOAT_BYTES * self.other_params
-        for layer in self.layers:
-            width = bits.get(layer.name)
-            total += FLOAT_BYTES * layer.params if width is None else math.ceil(layer.params * width / 8) + FLOAT_BYTES * layer.out_channels
+        return self.stored_bytes({name: (width,) for name, width in bits.items()}, activations)
+
+    def stored_bytes(self, widths: dict[str, Iterable[int]], activations: int | None = None) -> int:
+        """Bytes to store each layer at every bitwidth ``widths`` names for it (a per-step allocation keeps one
+        copy per distinct bitwidth; a layer without any stays float32), plus ranges and the other parameters."""
         ranges = len(self.layers) if activations is None else activations
-        return total + 2 * FLOAT_BYTES * ranges
+        total = FLOAT_BYTES * self.other_params + 2 * FLOAT_BYTES * ranges
+        for layer in self.layers:
+            stored = set(widths.get(layer.name, ()))
+            total += sum(math.ceil(layer.params * width / 8) + FLOAT_BYTES * layer.out_channels for width in stored) if stored \
+                else FLOAT_BYTES * layer.params
+        return total
 
     def check(self, names) -> None:
         """Refuse layer names the network does not declare."""

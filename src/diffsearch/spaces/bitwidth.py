@@ -23,7 +23,7 @@ import numpy as np
 
 from diffsearch.budget import BYTES_PER_UNIT, Budget, weight_bytes_budget
 from diffsearch.errors import DiffsearchError
-from diffsearch.models.bits import BITWIDTHS, FLOAT_BYTES, BitsConfig, QuantizationLayout
+from diffsearch.models.bits import BITWIDTHS, BitsConfig, QuantizationLayout
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.presets import PRESETS, preset_schedule
@@ -47,15 +47,7 @@ class BitAllocation:
 
     def weight_bytes(self, bits: list[list[int]]) -> int:
         """Bytes to store every distinct (layer, bits) of the candidate (packed integers and scales), plus ranges and the rest."""
-        stored = [{layer.name: width} for i, layer in enumerate(self.layout.layers) for width in sorted({row[i] for row in bits})]
-        rest = self.layout.weight_bytes({}, activations=self.ranges) - FLOAT_BYTES * self.layout.total_weights
-        return rest + sum(self._bytes[next(iter(entry.items()))] for entry in stored)
-
-    @cached_property
-    def _bytes(self) -> dict[tuple[str, int], int]:
-        """Packed bytes plus float32 channel scales of each (layer, bits)."""
-        return {(layer.name, width): math.ceil(layer.params * width / 8) + FLOAT_BYTES * layer.out_channels
-                for layer in self.layout.layers for width in BITWIDTHS}
+        return self.layout.stored_bytes({name: {row[i] for row in bits} for i, name in enumerate(self.layout.names)}, self.ranges)
 
     def fits(self, bits: list[list[int]]) -> bool:
         if self.budget.unit == "bits":
