@@ -63,10 +63,15 @@ class LayerStatistics(BaseModel):
         return {"log_hawq_omega": math.log10(total_omega + 1e-12), "log_sqnr_noise": math.log10(noise + 1e-12)}
 
 
+def _calibration_noise(model: Denoiser, samples: int):
+    """x_T and the condition (labels of a class-conditional model) of the calibration noise set, on the model's device."""
+    x_T, labels = noise_set(model, samples, CALIBRATION_SEED)
+    return x_T.to(model.device), labels.to(model.device) if labels is not None and model.num_classes else None
+
+
 def calibration_inputs(model: Denoiser, schedule: Schedule, samples: int, guidance: float | None = None):
     """Each model evaluation's (x_t, t) of the full-precision sampler from calibration noise, the labels and the final samples."""
-    x_T, labels = noise_set(model, samples, CALIBRATION_SEED)
-    cond = labels if model.num_classes else None
+    x_T, cond = _calibration_noise(model, samples)
     inputs = [(x_T, float(schedule.timesteps[0]))] if schedule.first_step == "model" else []
     with torch.no_grad():
         final = sample(model, schedule, x_T, cond, guidance, callback=lambda i, t, x, x0: inputs.append((x, float(t))))
@@ -76,9 +81,9 @@ def calibration_inputs(model: Denoiser, schedule: Schedule, samples: int, guidan
 def calibrate(model: Denoiser, schedule: Schedule, samples: int = CALIBRATION_SAMPLES, guidance: float | None = None) -> dict[str, tuple[float, float]]:
     """Time-aware calibration: each layer's input (min, max) over the sampler's visited timesteps (Q-Diffusion)."""
     quantizer = _quantizer(model)
-    x_T, labels = noise_set(model, samples, CALIBRATION_SEED)
+    x_T, cond = _calibration_noise(model, samples)
     with torch.no_grad(), quantizer.observe() as ranges:
-        sample(model, schedule, x_T, labels if model.num_classes else None, guidance)
+        sample(model, schedule, x_T, cond, guidance)
     return {name: (float(low), float(high)) for name, (low, high) in ranges.items()}
 
 
@@ -118,14 +123,14 @@ def hessian_traces(model: Denoiser, x0: torch.Tensor, cond, times: list[float], 
     quantizer = _quantizer(model)
     names = quantizer.layout.names
     weights = {name: quantizer.module.get_submodule(name).weight.detach().clone().requires_grad_(True) for name in names}
-    generator = torch.Generator().manual_seed(CALIBRATION_SEED)
-    noises = [torch.randn(x0.shape, generator=generator) for _ in times]
+    generator = torch.Generator().manual_seed(CALIBRATION_SEED)  # the noise of the loss: calibration noise too
+    noises = [torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype) for _ in times]
     with quantizer.override(weights):
         loss = sum(_denoising_loss(model, x0, noise, t, cond) for noise, t in zip(noises, times)) / len(times)
         grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True)
     traces = dict.fromkeys(names, 0.0)
     for _ in range(probes):
-        vs = [torch.randint(0, 2, w.shape, generator=generator).to(w.dtype) * 2 - 1 for w in weights.values()]
+        vs = [torch.randint(0, 2, w.shape, generator=generator).to(w.device, w.dtype) * 2 - 1 for w in weights.values()]
         hvs = torch.autograd.grad(sum((g * v).sum() for g, v in zip(grads, vs)), list(weights.values()), retain_graph=True)
         for name, v, hv in zip(names, vs, hvs):
             traces[name] += float((v * hv).sum()) / probes
