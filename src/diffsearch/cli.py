@@ -348,12 +348,29 @@ def export_command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="The study's model, named again: needed to import a plug-in model.")] = None,
     trust_study: Annotated[bool, typer.Option("--trust-study", help="Import the plug-in model the study names (it is code).")] = False,
     budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Pareto studies: the best front member at or under this cost, e.g. 8nfe or 50%macs.")] = None,
+    quantized_weights: Annotated[Optional[str], typer.Option("--quantized-weights", help="Also write the plan's packed integer weights + scales into this folder (bitwidth spaces).")] = None,
 ) -> None:
     """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact."""
     from diffsearch.search.runner import export_study
 
     _setup_torch()
-    typer.echo(f"wrote {export_study(study, storage, out, model, trust_study, budget)}")
+    path = export_study(study, storage, out, model, trust_study, budget)
+    typer.echo(f"wrote {path}")
+    if quantized_weights is not None:
+        _export_quantized(study, storage, path, quantized_weights)
+
+
+def _export_quantized(study: str, storage_url: str | None, plan_path, folder: str) -> None:
+    """``--quantized-weights``: the exported plan's packed weights, with their bytes on disk and in the budget's accounting."""
+    from diffsearch.export.plan import load_plan
+    from diffsearch.export.quantized import write_quantized_weights
+    from diffsearch.models.loading import load_model
+    from diffsearch.search import storage
+
+    spec = storage.load_existing(study, storage_url).user_attrs["config"]["model"]
+    report = write_quantized_weights(load_model(spec), load_plan(plan_path), folder)
+    typer.echo(f"wrote {folder}/weights.safetensors: {report['file_bytes']} bytes on disk ({report['payload_bytes']} bytes of tensors, "
+               f"budget accounting {report['accounting_bytes']}, header {report['header_bytes']})")
 
 
 @app.command("show")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.models.bits import BitsConfig
 
 BlockMode = Literal["run", "skip", "reuse"]
 BLOCK_MODES = ("run", "skip", "reuse")
@@ -41,7 +42,7 @@ class BlocksConfig(BaseModel):
 
 
 #: One network configuration per model evaluation; a tagged union on ``kind``.
-NetworkConfig = Annotated[Union[BlocksConfig], Field(discriminator="kind")]  # noqa: UP007
+NetworkConfig = Annotated[Union[BlocksConfig, BitsConfig], Field(discriminator="kind")]  # noqa: UP007
 
 
 class BlockRunner:
@@ -98,7 +99,7 @@ class BlockRunner:
 
 def config_modes(config: Any) -> dict[str, str] | None:
     """The block modes of one evaluation's configuration (``None``: the full network, no cache)."""
-    if config is None:
+    if config is None or isinstance(config, BitsConfig):
         return None
     if isinstance(config, BlocksConfig):
         return dict(config.modes)

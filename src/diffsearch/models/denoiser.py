@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from diffsearch.models.blocks import BlockRunner
+    from diffsearch.models.quantize import LayerQuantizer
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -52,6 +53,9 @@ class Denoiser:
         decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
         blocks: the ``BlockRunner`` of a network with named, skippable blocks; plans with block
             modes need one. ``fn`` must route its blocks through it.
+        quantizer: the ``LayerQuantizer`` of a network with quantisable layers (its ``layout`` declares
+            their names and sizes); plans with kind ``bits`` need one. ``fn`` must call the network
+            through it.
 
     Example:
         >>> import torch
@@ -84,6 +88,7 @@ class Denoiser:
         floor_data: Callable[[], Any] | None = None,
         objective: str | None = None,
         teacher_features: str | None = None,
+        quantizer: LayerQuantizer | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise DiffsearchError(
@@ -111,6 +116,7 @@ class Denoiser:
         self.floor_data = floor_data
         self.objective = objective
         self.teacher_features = teacher_features
+        self.quantizer = quantizer
 
     def to(self, device: str) -> Denoiser:
         """Move the network's modules and tensors to ``device`` (see ``resolve_device``); returns self."""
@@ -161,8 +167,14 @@ class Denoiser:
 
     def configure(self, config: Any) -> None:
         """The declared hook: hand one evaluation's network configuration to the network's blocks."""
+        from diffsearch.models.bits import BitsConfig
         from diffsearch.models.blocks import config_modes
 
+        bits = config if isinstance(config, BitsConfig) else None
+        if self.quantizer is not None:
+            self.quantizer.configure(bits)
+        elif bits is not None:
+            raise DiffsearchError(f"model {self.name!r} declares no quantisable layers; a plan with bitwidths cannot run on it")
         modes = config_modes(config)
         if self.blocks is not None:
             self.blocks.configure(modes)

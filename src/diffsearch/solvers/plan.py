@@ -65,7 +65,8 @@ class Plan(BaseModel):
         """sha256 (16 hex) over the schedule and the canonical network configurations."""
         if self.full_network:
             return schedule_fingerprint(self.schedule)
-        network = [{"kind": c.kind, "modes": c.active()} for c in self.network]
+        network = [{"kind": c.kind, "modes": c.active()} if isinstance(c, BlocksConfig) else {"kind": c.kind, **c.active()}
+                   for c in self.network]
         payload = {"schedule": _schedule_payload(self.schedule), "network": network}
         return _digest(payload)
 
@@ -75,7 +76,7 @@ class Plan(BaseModel):
 
     def block_names(self) -> set[str]:
         """Every block named by a non-``run`` mode."""
-        return {name for config in self.network for name in config.active()}
+        return {name for config in self.network if isinstance(config, BlocksConfig) for name in config.active()}
 
 
 def schedule_fingerprint(schedule: Schedule) -> str:
@@ -94,7 +95,7 @@ def _digest(payload: dict[str, Any]) -> str:
 
 def _check_reuse(network: tuple[BlocksConfig, ...]) -> None:
     """A ``reuse`` needs an earlier evaluation that ran the block (omitted blocks run; skips do not)."""
-    modes = [config.active() for config in network]
+    modes = [config.active() if isinstance(config, BlocksConfig) else {} for config in network]
     for index, active in enumerate(modes):
         for name, mode in active.items():
             if mode == "reuse" and all(name in earlier for earlier in modes[:index]):
