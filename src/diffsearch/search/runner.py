@@ -308,6 +308,16 @@ def _ranked(run: Run) -> list[storage.Record]:
 
 
 def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
+    """``_heldout_now``, stored in the study as it completes: a resumed final stage reuses it (same candidate, seed, samples)."""
+    from diffsearch.evaluators.evaluate import OBJECTIVE_VERSION
+
+    spec = {"candidate": candidate_fingerprint(candidate), "seed": seed, "samples": run.final_samples, "metric": run.metric,
+            "reference": run.config.reference, "features": run.config.features, "guidance": run.config.guidance,
+            "objective": OBJECTIVE_VERSION}
+    return storage.remembered(run.study, storage.heldout_key(spec), lambda: _heldout_now(run, candidate, seed))
+
+
+def _heldout_now(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
     """Held-out scores on one noise set: the objective plus real-data FID and fd_teacher (the costly teacher error only if it
     is the objective); a side metric that cannot be computed for this model is dropped, never the finalist."""
     others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
@@ -392,7 +402,9 @@ def final_stage(run: Run) -> dict[str, Any]:
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
     objective = run.study.user_attrs.get("objective") or {}
     noise = (objective.get("floors") or {}).get("final")
-    final = {**settings, "rows": rows, "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
+    restored = sum(bool(r.get("restored")) for row in rows for r in row["heldout"].get("per_seed", []))
+    final = {**settings, "rows": rows, "heldout_evaluations": {"computed": len(rows) * len(seeds) - restored, "restored": restored},
+             "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
              "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
              "device": str(run.model.device)}
     if baseline is not None:
@@ -428,7 +440,8 @@ def search_cost(run: Run, final: dict[str, Any]) -> dict[str, Any]:
     counts = storage.count_evaluations(run.study)
     return {"sampling_s": sampling, "metric_and_overhead_s": metric, "predictor_s": sum(s.get("predictor_s", 0.0) for s in stats),
             "final_s": final["final_s"], "evaluations": {**counts, "predicted": sum(s.get("predicted", 0) for s in stats),
-                                                          "final": len(final["rows"])}}
+                                                          "final": len(final["rows"]),
+                                                          "final_heldout": final.get("heldout_evaluations")}}
 
 
 def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:

@@ -355,3 +355,29 @@ def trial_results(study) -> list[dict[str, Any]]:
         rows.append({"number": trial.number, "value": trial.value, "result": trial.user_attrs.get("result") or {},
                      "seconds": seconds, "label": (trial.user_attrs.get("tags") or {}).get("label")})
     return rows
+
+
+# The final stage's held-out evaluations, stored one by one as they complete (a resume reuses them).
+
+HELDOUT_PREFIX = "final:heldout:"
+
+
+def heldout_key(spec: dict[str, Any]) -> str:
+    """``final:heldout:<sha256>`` of one held-out evaluation's spec (candidate, seed, samples, metrics, version)."""
+    import hashlib
+
+    from diffsearch._version import __version__
+
+    text = json.dumps({**spec, "version": str(__version__)}, sort_keys=True, default=str)
+    return HELDOUT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def remembered(study, key: str, compute) -> dict[str, Any]:
+    """The result stored under ``key`` (marked ``restored``), else ``compute()``, stored when it is ``ok``."""
+    stored = study.user_attrs.get(key)
+    if isinstance(stored, dict) and stored.get("status") == "ok":
+        return {**stored, "restored": True}
+    result = compute()
+    if result.get("status") == "ok":
+        study.set_user_attr(key, json_safe(result))
+    return result
