@@ -6,6 +6,7 @@ Karras timesteps at 4 NFE, recognised by the times the network is called at): ``
 ``nan`` (returns NaN). ``DIFFSEARCH_KILL=B:K`` SIGKILLs the process at the K-th network call with
 a batch of B rows (B picks the phase: proxy, expensive or final sample counts).
 ``DIFFSEARCH_CALL_LOG=path`` appends the batch size of every network call to ``path``.
+``DIFFSEARCH_POISON=spacing`` poisons the dpmpp_2m preset on another spacing (``quadratic``: the third preset).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def make() -> Denoiser:
     """The gmm with a faulty network (see the module docstring)."""
     gmm = build_gmm()
     schedule = gmm.noise_schedule
-    poison = [float(schedule.model_time(t)) for t in preset_schedule(POISON_SOLVER, POISON_NFE, schedule, POISON_SPACING).timesteps[:-1]]
+    spacing = os.environ.get("DIFFSEARCH_POISON", POISON_SPACING)
+    poison = [float(schedule.model_time(t)) for t in preset_schedule(POISON_SOLVER, POISON_NFE, schedule, spacing).timesteps[:-1]]
     fault, kill = os.environ.get("DIFFSEARCH_FAULT"), os.environ.get("DIFFSEARCH_KILL")
     kill_batch, kill_call = (int(part) for part in kill.split(":")) if kill else (0, 0)
     state = {"times": [], "calls": 0}

@@ -33,6 +33,7 @@ class Executor(Protocol):
 
     slots: int
     timeout: float  # seconds one evaluation may run before it is a failed result (math.inf: no limit)
+    deadline: float  # time.monotonic() at which running evaluations stop as interrupted (--time; math.inf: none)
 
     def submit(self, key: int, candidate: Candidate, overrides: dict[str, Any] | None = None) -> None:
         """Start evaluating ``candidate`` under ``key`` (a trial number); ``overrides`` replace settings (proxies)."""
@@ -56,6 +57,18 @@ class EvaluationTimeout(Exception):
     """An evaluation ran past the executor's timeout."""
 
 
+class DeadlineReached(Exception):
+    """The ``--time`` deadline stopped an evaluation of a proxy batch (the batch is not recorded; the search stops)."""
+
+
+INTERRUPTED = "stopped at the --time deadline; re-queued"
+
+
+def interrupted() -> dict[str, Any]:
+    """The result of an evaluation the ``--time`` deadline stopped: not a failure, its candidate is re-queued."""
+    return {"status": "interrupted", "error": INTERRUPTED}
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise EvaluationTimeout in the block after ``seconds`` (SIGALRM; main thread only, else no limit)."""
@@ -75,16 +88,23 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf) -> dict[str, Any]:
-    """Decode and evaluate one candidate on the search noise; failures and timeouts become a failed result."""
+def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf,
+                       deadline: float = math.inf) -> dict[str, Any]:
+    """Decode and evaluate one candidate on the search noise; failures and timeouts become a failed result, and an
+    evaluation still running at ``deadline`` (``time.monotonic()``, the ``--time`` limit) an interrupted one."""
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
 
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return interrupted()
     try:
-        with time_limit(timeout):
+        with time_limit(min(timeout, left)):
             schedule = space.decode(candidate)
             result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
                               metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache if settings.get("cache", True) else None)
+    except EvaluationTimeout as error:
+        result = interrupted() if left < timeout else {"status": "failed", "error": f"EvaluationTimeout: {error}"}
     except Exception as error:  # a broken or hung candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return result
@@ -107,6 +127,8 @@ def evaluate_batch(executor: Executor, candidates: list[Candidate], overrides: d
             executor.submit(-1 - index, candidate, overrides)
         key, result = executor.next_result(only_negative=True)
         results[-1 - key] = result
+    if any(result["status"] == "interrupted" for result in results.values()):
+        raise DeadlineReached(INTERRUPTED)
     return [results[index] for index in range(len(candidates))]
 
 
@@ -118,7 +140,7 @@ class InlineExecutor:
 
     def __init__(self, run: Run) -> None:
         self.run, self.settings, self.queue = run, evaluation_settings(run.config, run.space, run.metric, run.search_samples), deque()
-        self.timeout = math.inf
+        self.timeout = self.deadline = math.inf
 
     def free_slots(self) -> int:
         return 1 - len(self.queue)
@@ -129,7 +151,8 @@ class InlineExecutor:
     def next_result(self, only_negative: bool = False) -> tuple[int, dict[str, Any]]:
         """Evaluate the oldest submitted candidate now, under the SIGALRM time limit."""
         key, candidate, overrides = self.queue.popleft()
-        return key, evaluate_candidate(self.run.model, self.run.space, candidate, {**self.settings, **overrides}, self.run.cache, self.timeout)
+        return key, evaluate_candidate(self.run.model, self.run.space, candidate, {**self.settings, **overrides}, self.run.cache,
+                                       self.timeout, self.deadline)
 
     def close(self) -> None:
         self.queue.clear()
@@ -176,7 +199,7 @@ class RayExecutor:
         self.inflight: dict[Any, tuple[int, Any, Candidate, dict[str, Any], float]] = {}
         self.done: deque[tuple[int, dict[str, Any]]] = deque()  # results set aside while a proxy batch waited
         self.attempts: dict[int, int] = {}
-        self.timeout = math.inf
+        self.timeout = self.deadline = math.inf
         self.owns_ray = False
         self.ray = None
 
@@ -241,8 +264,8 @@ class RayExecutor:
                 return key, result
         while True:
             ref = self._wait()
-            key, actor, candidate, overrides, _ = self.inflight.pop(ref)
-            outcome = self._outcome(ref, key, actor, candidate, overrides)
+            key, actor, candidate, overrides, started = self.inflight.pop(ref)
+            outcome = self._outcome(ref, key, actor, candidate, overrides, started)
             if outcome is None:
                 continue
             if only_negative and key >= 0:
@@ -250,25 +273,31 @@ class RayExecutor:
                 continue
             return key, outcome
 
+    def _limit(self, started: float) -> float:
+        """When an evaluation started at ``started`` is stopped: its timeout or the deadline, whichever is first."""
+        return min(started + self.timeout, self.deadline)
+
     def _wait(self):
-        """The next finished reference, or one whose evaluation ran past ``timeout`` (its actor killed)."""
+        """The next finished reference, or one whose evaluation ran past its timeout or the deadline (its actor killed)."""
         while True:
-            oldest = min(started for *_, started in self.inflight.values())
-            remaining = max(self.timeout - (time.monotonic() - oldest), 0.05) if math.isfinite(self.timeout) else None
+            first = min(self._limit(started) for *_, started in self.inflight.values())
+            remaining = max(first - time.monotonic(), 0.05) if math.isfinite(first) else None
             ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=remaining)
             if ready:
                 return ready[0]
             for ref, (*_, started) in self.inflight.items():
-                if time.monotonic() - started >= self.timeout:
+                if time.monotonic() >= self._limit(started):
                     return ref
 
-    def _outcome(self, ref, key: int, actor, candidate: Candidate, overrides: dict[str, Any]) -> dict[str, Any] | None:
-        """The result of a finished (or timed-out) reference; None when it was resubmitted."""
+    def _outcome(self, ref, key: int, actor, candidate: Candidate, overrides: dict[str, Any], started: float) -> dict[str, Any] | None:
+        """The result of a finished (or stopped) reference; None when it was resubmitted."""
         ready, _ = self.ray.wait([ref], timeout=0)
-        if not ready:  # hung past the timeout: the actor is killed and replaced, the candidate fails
+        if not ready:  # past the timeout (failed) or the deadline (interrupted): the actor is killed and replaced
             self.ray.kill(actor)
             self.idle.append(self._new_actor())
             self.attempts.pop(key, None)
+            if self.deadline < started + self.timeout:
+                return interrupted()
             return {"status": "failed", "error": f"the evaluation ran past its {self.timeout:.0f}s timeout (--eval-timeout); its actor was replaced"}
         try:
             result = self.ray.get(ref)

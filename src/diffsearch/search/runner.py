@@ -191,6 +191,9 @@ def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     """Tell an executor's result: finite objective -> complete, anything else -> failed trial."""
     if run.executor.slots > 1 and _told_duplicate(run, trial, trial.user_attrs["fingerprint"]):
         return  # a parallel twin finished first
+    if result["status"] == "interrupted":  # stopped at the --time deadline: re-queued on resume, not an attempt
+        storage.mark_interrupted(run.study, trial, result["error"])
+        return
     trial.set_user_attr("result", storage.json_safe(result))
     value = result.get(run.metric)
     if result["status"] != "ok" or value is None or not math.isfinite(value):
@@ -226,7 +229,13 @@ def next_trial(run: Run, pending: list[dict[str, Any]]):
     trial = run.study.ask(distributions) if distributions else run.study.ask()
     rng = np.random.default_rng([run.config.seed, len(history)])  # proposals so far: killed attempts do not shift it
     params = trial.params if distributions else None
-    candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
+    from diffsearch.search.executors import INTERRUPTED, DeadlineReached
+
+    try:
+        candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
+    except DeadlineReached:  # the deadline stopped the proposal's proxies: nothing to evaluate, the loop ends
+        storage.mark_interrupted(run.study, trial, INTERRUPTED)
+        return None
     return trial, candidate, tags
 
 
@@ -240,6 +249,7 @@ def search_loop(run: Run) -> None:
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
     inflight: dict[int, Any] = {}
+    run.executor.deadline = deadline  # running evaluations stop there too (interrupted, re-queued)
 
     def may_ask() -> bool:
         return (len(inflight) < run.executor.slots and time.monotonic() < deadline and len(run.study.trials) < budget_of_trials
@@ -249,7 +259,10 @@ def search_loop(run: Run) -> None:
         try:
             while True:
                 while may_ask():
-                    trial, candidate, tags = next_trial(run, pending)
+                    proposed = next_trial(run, pending)
+                    if proposed is None:
+                        break
+                    trial, candidate, tags = proposed
                     if start_trial(run, trial, candidate, tags):
                         run.executor.timeout = eval_timeout(run)
                         run.executor.submit(trial.number, candidate)

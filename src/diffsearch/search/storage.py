@@ -247,8 +247,8 @@ def recover_stale(study, max_attempts: int = 2, lease: Lease | None = None) -> l
 
     trials = study.get_trials(deepcopy=False)
     attempts: dict[str, int] = {}
-    for trial in trials:
-        if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint"):
+    for trial in trials:  # runs killed on a candidate (a --time deadline's stop is not an attempt)
+        if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint") and not trial.user_attrs.get("deadline"):
             attempts[trial.user_attrs["fingerprint"]] = attempts.get(trial.user_attrs["fingerprint"], 0) + 1
     for trial in (t for t in trials if t.state == optuna.trial.TrialState.RUNNING and (lease is None or lease.stale(t))):
         fingerprint = trial.user_attrs.get("fingerprint")
@@ -267,6 +267,15 @@ def _fail_stale(study, trial, attempts: int, max_attempts: int) -> None:
     study._storage.set_trial_user_attr(trial._trial_id, "error", error)
     study._storage.set_trial_user_attr(trial._trial_id, "attempts" if given_up else "interrupted", attempts if given_up else True)
     study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def mark_interrupted(study, trial, reason: str) -> None:
+    """Fail a trial the ``--time`` deadline stopped as ``interrupted`` (re-queued on resume; not counted as an attempt)."""
+    import optuna
+
+    for key, value in (("interrupted", True), ("deadline", True), ("error", reason)):
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _requeue(study) -> list[dict[str, Any]]:

@@ -198,19 +198,25 @@ class S3Strategy(Strategy):
         """Proxy values of ``candidates``, stored in the study under ``key`` as they are computed: a resumed
         run reuses them, and one that keeps killing the run fails after ``max_attempts``."""
         from diffsearch.predictors.gating import proxy_values
+        from diffsearch.search.executors import DeadlineReached
 
         stored = dict(self._get(state, key) or {})
         todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
         chunk = max(getattr(self.run_batch, "slots", 1), 1)
         for begin in range(0, len(todo), chunk):
-            batch = todo[begin : begin + chunk]
+            batch, before = todo[begin : begin + chunk], dict(stored)
             for candidate in batch:  # record the attempt before it runs: a crash here is counted on resume
                 entry = stored.get(candidate_fingerprint(candidate), {})
                 attempts = entry.get("attempts", 0) + 1
                 stored[candidate_fingerprint(candidate)] = {"attempts": attempts, **({"value": None} if attempts > self.max_attempts else {})}
             self._set(state, key, dict(stored))
             runnable = [c for c in batch if "value" not in stored[candidate_fingerprint(c)]]
-            for candidate, value in zip(runnable, proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []):
+            try:
+                values = proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []
+            except DeadlineReached:  # the --time deadline, not the candidates: their attempts do not count
+                self._set(state, key, before)
+                raise
+            for candidate, value in zip(runnable, values):
                 stored[candidate_fingerprint(candidate)] = {**stored[candidate_fingerprint(candidate)], "value": value}
             self._set(state, key, dict(stored))
         self._killed |= {fp for fp, entry in stored.items() if entry.get("attempts", 0) > self.max_attempts}
