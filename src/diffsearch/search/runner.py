@@ -223,20 +223,28 @@ def next_trial(run: Run, pending: list[dict[str, Any]]):
     """Ask the study for a trial and the strategy (or the re-queue) for its candidate."""
     if pending:
         item = pending.pop(0)
-        return run.study.ask(), item["candidate"], {**item["tags"], "requeued": True}
+        return _ask(run), item["candidate"], {**item["tags"], "requeued": True}
     history = storage.history(run.study)
     distributions = run.strategy.distributions(history)
-    trial = run.study.ask(distributions) if distributions else run.study.ask()
+    trial = _ask(run, distributions)
     rng = np.random.default_rng([run.config.seed, len(history)])  # proposals so far: killed attempts do not shift it
     params = trial.params if distributions else None
     from diffsearch.search.executors import INTERRUPTED, DeadlineReached
 
     try:
-        candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
+        candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study, run.lease))
     except DeadlineReached:  # the deadline stopped the proposal's proxies: nothing to evaluate, the loop ends
         storage.mark_interrupted(run.study, trial, INTERRUPTED)
         return None
     return trial, candidate, tags
+
+
+def _ask(run: Run, distributions: dict[str, Any] | None = None):
+    """A new trial, marked with this driver's lease at once: a joined driver never takes it (or its proposal) for stale."""
+    trial = run.study.ask(distributions) if distributions else run.study.ask()
+    if run.lease is not None:
+        trial.set_user_attr("driver", run.lease.id)
+    return trial
 
 
 def search_loop(run: Run) -> None:

@@ -39,8 +39,9 @@ class Record:
 class StudyState:
     """Key-value state a strategy keeps in the study (a dict in memory; Optuna user attrs on disk)."""
 
-    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None]) -> None:
+    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None], claim: Callable[[str], bool] | None = None) -> None:
         self.get, self.set = get, set_
+        self.claim = claim or (lambda key: True)  # True when this driver may build the work named ``key`` (claim-once)
 
 
 class NoOptions(BaseModel):
@@ -170,6 +171,9 @@ class EvolutionStrategy(Strategy):
         return child, {"origin": "mutation"}
 
 
+CLAIM_POLL_S = 0.5  # how often a joined s3 driver looks for the stage another driver claimed
+
+
 @STRATEGIES.register("s3")
 class S3Strategy(Strategy):
     """Multi-stage predictor-gated evolution (S³): per stage, many mutants are ranked by a learned predictor
@@ -246,20 +250,35 @@ class S3Strategy(Strategy):
 
     def propose(self, history, params, rng, state):
         """Ungated: presets first, as every strategy; gated: the presets too go through the proxy gate (stage 0)."""
-        if self.policy is None or self._get(state, "s3:stage") is not None:
-            return super().propose(history, params, rng, state) if self.policy is None else self.next_candidate(history, params, rng, state)
-        self._initial_stage(history, rng, state)
+        if self.policy is None:
+            return super().propose(history, params, rng, state)
+        if self._get(state, "s3:stage") is None:
+            self._build(state, 0, lambda: self._initial_stage(history, rng, state))
         return self.next_candidate(history, params, rng, state)
 
     def next_candidate(self, history, params, rng, state):
         stage = int(self._get(state, "s3:stage") or 0)
         queue = self._get(state, f"s3:queue:{stage}") or []
         used = sum(1 for record in history if record.tags.get("stage") == stage)
-        if used >= len(queue):
-            stage, queue = self._new_stage(history, rng, state, stage + 1)
-            used = 0
+        while used >= len(queue):  # joined drivers: the next stage may be built (or being built) by another
+            stage += 1
+            queue = self._build(state, stage, lambda: self._new_stage(history, rng, state, stage))
+            used = sum(1 for record in history if record.tags.get("stage") == stage)
         tags = (self._get(state, f"s3:tags:{stage}") or [{}] * len(queue))[used]
         return queue[used], {"origin": "s3", **tags, "stage": stage}
+
+    def _build(self, state, stage: int, build) -> list[Candidate]:
+        """Stage ``stage``'s queue, built once: here when this driver claims ``s3:build:<stage>`` first, else read
+        when the claiming driver has saved it (its ``s3:stats:<stage>`` is written last but one)."""
+        while True:
+            for key in (f"s3:queue:{stage}", f"s3:tags:{stage}", f"s3:stats:{stage}"):
+                self._memo.pop(key, None)  # another driver may have written them since this one read
+            if self._get(state, f"s3:stats:{stage}") is not None:
+                return self._get(state, f"s3:queue:{stage}") or []
+            if state.claim(f"s3:build:{stage}") and self._get(state, f"s3:stats:{stage}") is None:
+                build()
+                return self._get(state, f"s3:queue:{stage}") or []
+            time.sleep(CLAIM_POLL_S)
 
     def _offspring(self, history, rng) -> list[Candidate]:
         """Distinct unseen mutants of the best ``parents`` evaluated candidates."""
