@@ -57,7 +57,7 @@ def _driver(tmp_path, name: str, *extra: str) -> subprocess.Popen:
     environment = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "DIFFSEARCH_THREADS": "1",
                    "DIFFSEARCH_CACHE": str(tmp_path / "cache"), "DIFFSEARCH_SLOW": "32:0.05", "DIFFSEARCH_CALL_LOG": str(tmp_path / f"{name}.log")}
     command = [sys.executable, "-m", "diffsearch.cli", "run", "--config", str(tmp_path / "s3.json"), "--model", f"{PLUGIN}:make", *TINY,
-               "--study", "joined", "--evals", "12", "--out", str(tmp_path / f"{name}.json"), *extra]
+               "--study", "joined", "--evals", "12", "--final-seeds", "1", "--out", str(tmp_path / f"{name}.json"), *extra]
     return subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -264,3 +264,67 @@ def test_more_gpus_than_ray_reports_are_refused_at_start(cluster, tmp_path):
     gpus = ray.cluster_resources().get("GPU", 0)
     with pytest.raises(DiffsearchError, match=rf"need {gpus + 1:g} GPUs; Ray reports 2 CPU, {gpus:g} GPU"):
         run_search(config(tmp_path, executor="ray", workers=1, gpus_per_worker=gpus + 1))
+
+
+FAULTY_WRAPPER = (
+    "import importlib.util, os\n"
+    "def make():\n"
+    "    spec = importlib.util.spec_from_file_location('faulty_model', {faulty!r})\n"
+    "    module = importlib.util.module_from_spec(spec)\n"
+    "    spec.loader.exec_module(module)\n"
+    "    os.environ['DIFFSEARCH_FAULT'] = {fault!r}\n"
+    "    try:\n"
+    "        return module.make()  # reads DIFFSEARCH_FAULT once\n"
+    "    finally:\n"
+    "        del os.environ['DIFFSEARCH_FAULT']\n"
+)
+
+
+def faulty_plugin(tmp_path, fault: str) -> str:
+    """tests/reliability/faulty_model.py with ``fault`` on the dpmpp_2m@karras preset, in every process that loads it."""
+    plugin = tmp_path / f"{fault}.py"
+    faulty = Path(__file__).resolve().parents[1] / "reliability" / "faulty_model.py"
+    plugin.write_text(FAULTY_WRAPPER.format(faulty=str(faulty), fault=fault))
+    return f"{plugin}:make"
+
+
+def test_hung_evaluations_and_proxies_stop_at_the_timeout_or_the_deadline_on_ray(cluster, tmp_path):
+    """The timeout kills and replaces a hung actor (failed result); the --time deadline does too, as interrupted;
+    a proxy batch through the Ray executor fails the hung proxy by its timeout and raises at the deadline."""
+    import math
+
+    from diffsearch.search.executors import INTERRUPTED, DeadlineReached, evaluate_batch, proxy_settings
+
+    run = prepare(optuna_free_config(tmp_path, model=faulty_plugin(tmp_path, "hang"), space="timesteps", solver="dpmpp_2m"))
+    (label, poison), (_, clean) = run.space.initial()[:2]
+    assert label == "preset:dpmpp_2m@karras"
+    try:
+        run.executor.timeout = 3.0
+        hung, ok = evaluate_batch(run.executor, [poison, clean], proxy_settings(32, "frechet_exact"))
+        assert hung["status"] == "failed" and "ran past its 3s timeout" in hung["error"] and "actor was replaced" in hung["error"]
+        assert ok["status"] == "ok" and ok["samples"] == 32, ok
+        run.executor.submit(5, clean)
+        replaced = run.executor.next_result()[1]
+        assert replaced["status"] == "ok", replaced  # the replacement actor evaluates (its model load is not timed)
+        run.executor.timeout, run.executor.deadline = math.inf, time.monotonic() + 3
+        run.executor.submit(6, poison)
+        assert run.executor.next_result() == (6, {"status": "interrupted", "error": INTERRUPTED})
+        run.executor.deadline = time.monotonic() + 3
+        with pytest.raises(DeadlineReached):
+            evaluate_batch(run.executor, [clean, poison], proxy_settings(32, "frechet_exact"))
+    finally:
+        run.executor.close()
+
+
+def test_a_proxy_that_kills_its_actor_fails_and_the_s3_search_completes_on_ray(cluster, tmp_path):
+    """Gated s3 proxies every preset through the Ray actors: os._exit in one kills an actor, not the driver."""
+    import json
+
+    result = run_search(config(tmp_path, model=faulty_plugin(tmp_path, "crash"), strategy="s3", space="timesteps", solver="dpmpp_2m",
+                               evals=5, max_retries=0, final_seeds=1, strategy_options={"mutants": 40}))
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path}/s.db")
+    values = study.user_attrs["s3:proxy_values:0:0"]
+    assert sorted(entry["value"] is None for entry in values.values()) == [False, False, False, True]
+    complete = distinct_complete(study.get_trials())
+    assert len(complete) == 5 and os.getpid() not in {t.user_attrs["result"]["pid"] for t in complete}
+    assert json.loads(result.path.read_text())["provenance"]["label"] != "preset:dpmpp_2m@karras"

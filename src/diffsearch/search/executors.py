@@ -243,6 +243,16 @@ class RayExecutor:
         """A fresh evaluator actor: one CPU, ``gpus_per_worker`` GPUs, no automatic restarts."""
         return self.actor_class.options(num_cpus=1, num_gpus=self.gpus, max_restarts=0, max_task_retries=0).remote(self.settings)
 
+    def _replacement(self):
+        """A fresh actor for a dead or killed one, returned once its model is loaded: no timeout counts the load."""
+        actor = self._new_actor()
+        try:
+            self.ray.get(actor.ready.remote())
+        except dead_worker_errors() as error:
+            cause = str(error).strip().splitlines()[-1].rstrip(")")
+            raise DiffsearchError(f"ray executor: a replacement evaluator actor could not start: {cause}") from None
+        return actor
+
     def free_slots(self) -> int:
         return self.slots - len(self.inflight)
 
@@ -294,7 +304,7 @@ class RayExecutor:
         ready, _ = self.ray.wait([ref], timeout=0)
         if not ready:  # past the timeout (failed) or the deadline (interrupted): the actor is killed and replaced
             self.ray.kill(actor)
-            self.idle.append(self._new_actor())
+            self.idle.append(self._replacement())
             self.attempts.pop(key, None)
             if self.deadline < started + self.timeout:
                 return interrupted()
@@ -311,7 +321,7 @@ class RayExecutor:
     def _retry(self, key: int, actor, candidate: Candidate, overrides: dict[str, Any], error: Exception) -> dict[str, Any] | None:
         """Replace the dead actor; resubmit the candidate, or give up after ``max_retries``."""
         self.ray.kill(actor)  # usually dead already; a lost result may leave it alive
-        self.idle.append(self._new_actor())
+        self.idle.append(self._replacement())
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if self.attempts[key] > self.max_retries:
             retries = self.attempts.pop(key) - 1
