@@ -328,3 +328,54 @@ def test_a_proxy_that_kills_its_actor_fails_and_the_s3_search_completes_on_ray(c
     complete = distinct_complete(study.get_trials())
     assert len(complete) == 5 and os.getpid() not in {t.user_attrs["result"]["pid"] for t in complete}
     assert json.loads(result.path.read_text())["provenance"]["label"] != "preset:dpmpp_2m@karras"
+
+
+LISTENERS = '''
+import os, pathlib
+from diffsearch.search.config import RunConfig
+from diffsearch.search.runner import prepare
+
+run = prepare(RunConfig.model_validate({"model": "gmm", "budget": "4nfe", "study": "bind", "storage": "sqlite:///:memory:",
+                                        "executor": "ray", "workers": 1, "progress": False}))
+run.executor.warm_up()
+import ray
+print("nodes", sorted({node["NodeManagerAddress"] for node in ray.nodes()}))
+parents = {}
+for status in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+        fields = status.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    parents[int(status.parent.name)] = int(fields[1])
+tree = {os.getpid()}
+while grown := {pid for pid, parent in parents.items() if parent in tree} - tree:
+    tree |= grown
+inodes = set()
+for pid in tree:
+    for fd in pathlib.Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+for table in ("tcp", "tcp6"):
+    for line in pathlib.Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+            print("listen", parts[1].split(":")[0])
+run.executor.close()
+'''
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::ffff:127.0.0.1, ::1
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="listening sockets are read from Linux /proc")
+def test_the_embedded_local_cluster_listens_on_loopback_only(tmp_path):
+    """Every socket a process of the executor's own cluster listens on is a loopback address (not 0.0.0.0 or the LAN)."""
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "DIFFSEARCH_CACHE": str(tmp_path)}
+    environment.pop("RAY_ADDRESS", None)
+    output = subprocess.run([sys.executable, "-c", LISTENERS], env=environment, capture_output=True, text=True, timeout=240)
+    assert output.returncode == 0, output.stderr[-2000:]
+    listening = [line.split()[1] for line in output.stdout.splitlines() if line.startswith("listen ")]
+    assert "nodes ['127.0.0.1']" in output.stdout and len(listening) >= 3  # GCS, raylet, agents
+    assert set(listening) <= LOOPBACK, listening

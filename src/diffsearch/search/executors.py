@@ -211,7 +211,9 @@ class RayExecutor:
             raise DiffsearchError(RAY_MISSING) from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(**connect_options(self.address, self.slots))
+            options = connect_options(self.address, self.slots)
+            with loopback_only(options["address"] == "local"):
+                ray.init(**options)
             self.owns_ray = True
         self._check_gpus()
         self.actor_class = ray.remote(Evaluator)
@@ -357,6 +359,31 @@ def connect_options(address: str | None, workers: int) -> dict[str, Any]:
     if address or os.environ.get("RAY_ADDRESS"):
         return {**options, "address": address}
     return {**options, "address": "local", "num_cpus": max(workers, os.cpu_count() or 1), "include_dashboard": False}
+
+
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's single-machine mode: its node address is 127.0.0.1
+
+
+@contextlib.contextmanager
+def loopback_only(enabled: bool = True):
+    """Start an embedded Ray cluster on 127.0.0.1 only: Ray 2.60 rewrites a node address of 127.0.0.1 to the machine's
+    address on Linux unless its single-machine (macOS/Windows) mode is on; its servers then bind the loopback address.
+    The switch is an environment variable (inherited by the cluster's processes) and a constant read at import."""
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    previous, constant = os.environ.get(LOOPBACK_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:  # joining a cluster later in this process must use the real address again
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if previous is None:
+            os.environ.pop(LOOPBACK_SWITCH, None)
+        else:
+            os.environ[LOOPBACK_SWITCH] = previous
 
 
 def make_executor(run: Run) -> Executor:
