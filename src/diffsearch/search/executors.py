@@ -306,9 +306,10 @@ class RayExecutor:
         ready, _ = self.ray.wait([ref], timeout=0)
         if not ready:  # past the timeout (failed) or the deadline (interrupted): the actor is killed and replaced
             self.ray.kill(actor)
-            self.idle.append(self._replacement())
+            at_deadline = self.deadline < started + self.timeout
+            self.idle.append(self._new_actor() if at_deadline else self._replacement())  # the search is ending: no wait
             self.attempts.pop(key, None)
-            if self.deadline < started + self.timeout:
+            if at_deadline:
                 return interrupted()
             return {"status": "failed", "error": f"the evaluation ran past its {self.timeout:.0f}s timeout (--eval-timeout); its actor was replaced"}
         try:
