@@ -1,4 +1,4 @@
-"""A persistent evaluation cache (SQLite): no schedule is evaluated twice with the same settings.
+"""A persistent evaluation cache (SQLite): no plan (or schedule) is evaluated twice with the same settings.
 
 The key hashes the schedule's decisions, the model fingerprint, the evaluator spec (metrics,
 samples, noise seed, guidance, and the ``reference`` file by its content, not its path) and the
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from diffsearch.solvers.plan import Plan, as_plan
 from diffsearch.solvers.schedule import Schedule
 
 NON_NEGATIVE = ("fid", "frechet_exact", "teacher_error", "wall_time_s")  # kid is unbiased: it may dip below 0
@@ -51,12 +52,16 @@ def _package_version() -> str:
     return str(__version__)
 
 
-def cache_key(schedule: Schedule, model_fingerprint: str, spec: dict[str, Any]) -> str:
-    """sha256 of (timesteps, steps, first step, noise schedule), model fingerprint, evaluator spec and package version."""
-    decisions = schedule.model_dump(mode="json", include={"timesteps", "steps", "first_step", "noise_schedule"})
+def cache_key(schedule: Plan | Schedule, model_fingerprint: str, spec: dict[str, Any]) -> str:
+    """sha256 of (timesteps, steps, first step, noise schedule), the network configurations' fingerprint (only when a
+    plan changes the network: a full-network plan keeps its schedule's key), model fingerprint, evaluator spec and version."""
+    plan = as_plan(schedule)
+    decisions = plan.schedule.model_dump(mode="json", include={"timesteps", "steps", "first_step", "noise_schedule"})
     evaluator = {**spec, "reference": content_digest(spec.get("reference"))}
-    payload = json.dumps({"schedule": decisions, "model": model_fingerprint, "evaluator": evaluator,
-                          "version": _package_version()}, sort_keys=True, default=str)
+    entry = {"schedule": decisions, "model": model_fingerprint, "evaluator": evaluator, "version": _package_version()}
+    if not plan.full_network:
+        entry["plan"] = plan.fingerprint
+    payload = json.dumps(entry, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -78,12 +78,22 @@ def cost_statistics(model: Denoiser, nfe: int, guidance: float | None = None) ->
     return result
 
 
-def plan_cost(model: Denoiser, plan: Plan, guidance: float | None = None) -> dict[str, float]:
-    """MACs per sample of a whole sampling run, the full network's on the same schedule, and their ratio."""
+def plan_cost(model: Denoiser, plan: Plan, guidance: float | None = None, reference_nfe: int | None = None) -> dict[str, float]:
+    """MACs per sample of a whole sampling run, the full network's on the reference schedule (``reference_nfe``
+    evaluations; None: the plan's own schedule), and their ratio."""
     factor = 2 if guidance is not None else 1
     macs = factor * sum(macs_per_call(model, config) for config in plan.evaluation_configs())
-    full = factor * macs_per_call(model) * plan.nfe
+    full = factor * macs_per_call(model) * (plan.nfe if reference_nfe is None else reference_nfe)
     return {"macs_per_sample": macs, "full_network_macs_per_sample": full, "macs_ratio": macs / full if full else 1.0}
+
+
+def evaluation_cost(model: Denoiser, plan: Plan, guidance: float | None, seconds: float) -> dict[str, float]:
+    """The cost fields of an evaluation record: ``macs`` (one sample's whole run), ``macs_ratio`` (over the full
+    network on the same schedule) and ``seconds`` (measured seconds per sample); no MACs without a data shape."""
+    if model.data_shape is None:
+        return {"seconds": seconds}
+    cost = plan_cost(model, plan, guidance)
+    return {"macs": cost["macs_per_sample"], "macs_ratio": cost["macs_ratio"], "seconds": seconds}
 
 
 def seconds_per_sample(

@@ -1,4 +1,4 @@
-"""Evaluate one schedule on one model: sample held-out noise, then every requested metric.
+"""Evaluate one sampling plan (or schedule) on one model: sample held-out noise, then every requested metric.
 
 A metric is a function ``(EvalContext) -> float`` registered in ``METRICS`` under the name
 users pass to ``--metric``. Non-finite samples make a failed evaluation, never a crash.
@@ -19,6 +19,7 @@ from diffsearch.evaluators.noise import HELDOUT_SEED, noise_set
 from diffsearch.evaluators.reference import sample_batched
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.registry import Registry
+from diffsearch.solvers.plan import Plan, as_plan
 from diffsearch.solvers.schedule import Schedule
 
 METRICS: Registry[Callable[["EvalContext"], float]] = Registry("metric")
@@ -37,7 +38,10 @@ REAL_METRICS = ("fid", "kid")
 
 @dataclass
 class EvalContext:
-    """What a metric may read: the samples, the noise they came from, and lazily the teacher and references."""
+    """What a metric may read: the samples, the noise they came from, and lazily the teacher and references.
+
+    ``schedule`` is the candidate's solver schedule and ``plan`` its whole plan; the teacher always runs the full
+    base network (``teacher_set`` samples a schedule), never the candidate's network configuration."""
 
     model: Denoiser
     schedule: Schedule
@@ -50,6 +54,7 @@ class EvalContext:
     features: str | None = None
     teacher_samples: int = TEACHER_REFERENCE_SAMPLES
     info: dict[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
 
     def teacher(self) -> torch.Tensor:
         """The teacher from the same noise, at the candidate's end time (dense output)."""
@@ -214,7 +219,7 @@ def out_of_range(model: Denoiser, samples: torch.Tensor) -> dict[str, float] | N
 
 def evaluate(
     model: Denoiser,
-    schedule: Schedule,
+    schedule: Plan | Schedule,
     *,
     samples: int = 2000,
     seed: int = HELDOUT_SEED,
@@ -227,15 +232,17 @@ def evaluate(
     on_batch: Any = None,
     max_out_of_range: float = MAX_OUT_OF_RANGE,
 ) -> dict[str, Any]:
-    """Sample ``samples`` held-out noises with ``schedule`` and compute ``metrics`` (defaults per model).
+    """Sample ``samples`` held-out noises with ``schedule`` (a Plan, or a Schedule: the full network) and
+    compute ``metrics`` (defaults per model).
 
     Returns a flat dict: ``status`` ("ok" or "failed"), ``nfe``, ``samples``, ``seed``, ``wall_time_s``
-    (sampling only), ``seconds_per_sample``, ``out_of_range`` / ``max_excursion`` (models with a data
+    (sampling only), ``seconds_per_sample``, the cost ``macs`` / ``macs_ratio`` / ``seconds`` (``evaluation_cost``), ``out_of_range`` / ``max_excursion`` (models with a data
     range; more than ``max_out_of_range`` fails the evaluation), one value per metric, and ``metric_info``
     (each metric's feature space and reference). With an ``EvaluationCache``,
     a schedule already evaluated with the same model and settings is not evaluated again
-    (the result then has ``cached: True``).
+    (the result then has ``cached: True``); the key is the plan's (a full-network plan keeps its schedule's).
     """
+    plan = as_plan(schedule)
     metrics = metrics or default_metrics(model, reference)
     functions = {name: METRICS.get(name) for name in metrics}
     key = None
@@ -244,27 +251,35 @@ def evaluate(
 
         spec = {"metrics": metrics, "samples": samples, "seed": seed, "guidance": guidance, "reference": reference,
                 "features": features, "max_out_of_range": max_out_of_range, "objective": OBJECTIVE_VERSION}
-        key = cache_key(schedule, model.fingerprint, spec)
+        key = cache_key(plan, model.fingerprint, spec)
         hit = cache.get(key)
         if hit is not None:
-            return {**hit, "cached": True}
+            return _with_cost(model, plan, guidance, {**hit, "cached": True})
     settings = {"seed": seed, "guidance": guidance, "reference": reference, "features": features, "max_out_of_range": max_out_of_range}
-    result = _evaluate(model, schedule, functions, samples, settings, batch_size, on_batch)
+    result = _evaluate(model, plan, functions, samples, settings, batch_size, on_batch)
     if cache is not None:
         cache.put(key, result)
-    return result
+    return _with_cost(model, plan, guidance, result)
 
 
-def _evaluate(model, schedule, functions, samples, settings, batch_size, on_batch=None) -> dict[str, Any]:
-    """Sample the noise set, check the data range, and compute every metric (no caching)."""
+def _with_cost(model: Denoiser, plan: Plan, guidance: float | None, result: dict[str, Any]) -> dict[str, Any]:
+    """The record with the plan's cost (counted MACs are deterministic, so cached records get them too)."""
+    from diffsearch.evaluators.cost import evaluation_cost
+
+    seconds = result.get("seconds_per_sample")
+    return {**result, **evaluation_cost(model, plan, guidance, seconds)} if seconds is not None else result
+
+
+def _evaluate(model, plan: Plan, functions, samples, settings, batch_size, on_batch=None) -> dict[str, Any]:
+    """Sample the noise set with the plan, check the data range, and compute every metric (no caching)."""
     seed, guidance = settings["seed"], settings["guidance"]
     x_T, labels = noise_set(model, samples, seed)
     cond = labels if guidance is not None or model.num_classes else None
     start = time.perf_counter()
-    output = sample_batched(model, schedule, x_T, cond, guidance, batch_size, on_batch)
+    output = sample_batched(model, plan, x_T, cond, guidance, batch_size, on_batch)
     wall = time.perf_counter() - start
     result: dict[str, Any] = {
-        "status": "ok", "nfe": schedule.nfe, "samples": samples, "seed": seed,
+        "status": "ok", "nfe": plan.nfe, "samples": samples, "seed": seed,
         "wall_time_s": wall, "seconds_per_sample": wall / samples,
     }
     if not torch.isfinite(output).all():
@@ -276,14 +291,15 @@ def _evaluate(model, schedule, functions, samples, settings, batch_size, on_batc
             share = f"{100 * excursions['out_of_range']:.2g}%"
             return {**result, "status": "failed", "error": f"{share} of samples lie outside the data range {model.data_range} by more than "
                     f"{excursions['out_of_range_margin']:g} (at most {100 * settings['max_out_of_range']:g}% allowed)"}
-    values, info = metric_values(model, schedule, output, x_T, cond, settings, list(functions))
+    values, info = metric_values(model, plan, output, x_T, cond, settings, list(functions))
     return {**result, **values, "metric_info": info}
 
 
-def metric_values(model: Denoiser, schedule: Schedule, output: torch.Tensor, x_T: torch.Tensor, cond: Any,
+def metric_values(model: Denoiser, schedule: Plan | Schedule, output: torch.Tensor, x_T: torch.Tensor, cond: Any,
                   settings: dict[str, Any], metrics: list[str]) -> tuple[dict[str, float], dict[str, Any]]:
     """Each metric of samples already drawn (``settings``: seed, guidance, reference, features), and what each compared against."""
-    context = EvalContext(model, schedule, output, x_T, cond, settings["guidance"], settings["seed"],
-                          reference=settings.get("reference"), features=settings.get("features"))
+    plan = as_plan(schedule)
+    context = EvalContext(model, plan.schedule, output, x_T, cond, settings["guidance"], settings["seed"],
+                          reference=settings.get("reference"), features=settings.get("features"), plan=plan)
     values = {name: METRICS.get(name)(context) for name in metrics}
     return values, context.info

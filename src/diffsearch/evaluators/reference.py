@@ -9,6 +9,7 @@ import torch
 
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.solvers.presets import preset_schedule
+from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.sampler import sample
 from diffsearch.solvers.schedule import Schedule
 
@@ -33,10 +34,10 @@ def teacher_schedule(model: Denoiser, t_start: float, t_final: float, steps: int
 
 
 def sample_batched(
-    model: Denoiser, schedule: Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
+    model: Denoiser, schedule: Plan | Schedule, x_T: torch.Tensor, cond: Any = None, guidance: float | None = None,
     batch_size: int = 2048, on_batch: Any = None,
 ) -> torch.Tensor:
-    """``sample`` over batches of rows (labels split alongside) on the model's device, results on the CPU;
+    """``sample`` of a plan (or schedule) over batches of rows (labels split alongside) on the model's device, results on the CPU;
     ``on_batch(rows)`` after each batch."""
     device = getattr(model, "device", "cpu")
     chunks = []

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from diffsearch.errors import DiffsearchError
+from diffsearch.errors import DiffsearchError, validation_message
 from diffsearch.files import atomic_write_text
 from diffsearch.solvers.schedule import Schedule
 
@@ -55,14 +55,6 @@ def _decode(text: str, source: str) -> Any:
         raise DiffsearchError(f"{source}: not valid JSON ({error})") from None
     except DiffsearchError as error:
         raise DiffsearchError(f"{source}: {error}") from None
-
-
-def validation_message(error: ValidationError) -> str:
-    """One line: the first failing field and what is allowed."""
-    first = error.errors()[0]
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
 
 
 def read_json(data: str | dict[str, Any], source: str) -> Any:

@@ -94,7 +94,7 @@ def _evaluate_here(space) -> Callable[[list[dict[str, Any]], int, str], list[dic
         results = []
         for candidate in candidates:
             try:
-                results.append(evaluate(space.model, space.decode(candidate), samples=samples, seed=SEARCH_SEED, metrics=[metric]))
+                results.append(evaluate(space.model, space.plan(candidate), samples=samples, seed=SEARCH_SEED, metrics=[metric]))
             except Exception as error:
                 results.append({"status": "failed", "error": f"{type(error).__name__}: {error}"})
         return results

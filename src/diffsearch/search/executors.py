@@ -47,8 +47,7 @@ class Executor(Protocol):
 
 def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samples: int) -> dict[str, Any]:
     """Everything an evaluator needs besides the candidate, as JSON (travels to Ray actors and Tune trainables)."""
-    return {"model": config.model, "space": config.space, "budget": config.budget,
-            "space_options": dict(space.options), "metric": metric, "samples": samples,
+    return {"model": config.model, **config.space_settings(), "metric": metric, "samples": samples,
             "guidance": config.guidance, "reference": config.reference, "features": config.features, "cache": config.cache,
             "device": config.device}
 
@@ -90,7 +89,7 @@ def time_limit(seconds: float):
 
 def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf,
                        deadline: float = math.inf) -> dict[str, Any]:
-    """Decode and evaluate one candidate on the search noise; failures and timeouts become a failed result, and an
+    """Decode and evaluate one candidate's plan on the search noise; failures and timeouts become a failed result, and an
     evaluation still running at ``deadline`` (``time.monotonic()``, the ``--time`` limit) an interrupted one."""
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
@@ -100,9 +99,11 @@ def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, A
         return interrupted()
     try:
         with time_limit(min(timeout, left)):
-            schedule = space.decode(candidate)
-            result = evaluate(model, schedule, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
+            plan = space.plan(candidate)
+            result = evaluate(model, plan, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
                               metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache if settings.get("cache", True) else None)
+            if "macs_ratio" in result:  # over the full network on the space's reference schedule
+                result["macs_ratio"] = space.cost(candidate)["macs_ratio"]
     except EvaluationTimeout as error:
         result = interrupted() if left < timeout else {"status": "failed", "error": f"EvaluationTimeout: {error}"}
     except Exception as error:  # a broken or hung candidate is a failed trial, never a crashed search
@@ -164,15 +165,14 @@ class Evaluator:
     def __init__(self, settings: dict[str, Any]) -> None:
         import torch
 
-        from diffsearch.budget import parse_budget
         from diffsearch.evaluators.cache import cache_for
         from diffsearch.models.loading import load_model
-        from diffsearch.spaces.base import SPACES
+        from diffsearch.spaces.base import build_space
 
         torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
         self.settings = settings
         self.model = load_model(settings["model"]).to(settings.get("device", "auto"))  # auto: the GPU Ray assigned, if any
-        self.space = SPACES.get(settings["space"])(self.model, parse_budget(settings["budget"]), **settings["space_options"])
+        self.space = build_space(self.model, settings)
         self.cache = cache_for(self.model, settings["cache"])
 
     def evaluate(self, candidate: Candidate, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -22,8 +22,9 @@ def refine_finalists(run: Any, finalists: list[Record]) -> list[Record]:
     targets: dict[tuple[float, float], Any] = {}
     result = []
     for record in finalists:
-        schedule = run.space.decode(record.candidate)
-        if record.tags.get("origin") == "initial" or schedule.timesteps[-1] == 0.0:
+        plan = run.space.plan(record.candidate)
+        schedule = plan.schedule
+        if record.tags.get("origin") == "initial" or schedule.timesteps[-1] == 0.0 or not plan.full_network:
             result.append(record)
             continue
         ends = (schedule.timesteps[0], schedule.timesteps[-1])
@@ -32,7 +33,7 @@ def refine_finalists(run: Any, finalists: list[Record]) -> list[Record]:
         t_end_range = getattr(run.space, "t_end_range", None)
         refined = refine(run.model, schedule, targets[ends], x_T, cond, run.config.guidance, t_end_range=t_end_range)
         if refined is not schedule:  # back through the space, so that what is scored is what the candidate runs
-            refined = run.space.decode(run.space.from_schedule(refined))
+            refined = run.space.plan(run.space.from_schedule(refined)).schedule
         result.append(_better(run, record, refined) if refined is not schedule else record)
     return result
 

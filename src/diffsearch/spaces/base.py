@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from diffsearch.budget import Budget
-from diffsearch.errors import DiffsearchError
+from diffsearch.budget import Budget, parse_budget
+from diffsearch.errors import DiffsearchError, validation_message
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.registry import Registry
+from diffsearch.solvers.plan import Plan, as_plan
 from diffsearch.solvers.schedule import Schedule
 
 Candidate = dict[str, Any]
@@ -36,11 +37,25 @@ def _rounded(value: Any) -> Any:
     return value
 
 
+def candidate_problem(error: Exception) -> str:
+    """One line naming what is wrong in a candidate: the first pydantic error, a missing key, or the message."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return validation_message(error)
+    if isinstance(error, KeyError):
+        return f"missing key {error.args[0]!r}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 class SearchSpace(ABC):
     """What a strategy needs from a space. Subclasses register under the name users type."""
 
     name: str = ""
     budget_units: tuple[str, ...] = ("nfe",)  # the budget units (``diffsearch.budget.UNITS``) this space accepts
+    takes_solver: bool = False  # True: the run's ``solver`` setting (``--solver``) is the space's ``solver`` option
+    #: the settings (``build_space``) the shared contract test (``diffsearch.testing.spaces``) builds this space with.
+    example: dict[str, Any] = {"model": "gmm", "budget": "5nfe", "space_options": {}}
 
     def __init__(self, model: Denoiser, budget: Budget, **options: Any) -> None:
         self.model = model
@@ -68,8 +83,8 @@ class SearchSpace(ABC):
         """A fixed-length float feature vector (shared with predictors)."""
 
     @abstractmethod
-    def decode(self, candidate: Candidate) -> Schedule:
-        """The schedule the candidate runs as."""
+    def decode(self, candidate: Candidate) -> Plan | Schedule:
+        """The plan (or, for schedule-only spaces, the schedule: the full network) the candidate runs as."""
 
     @abstractmethod
     def distributions(self) -> dict[str, Any]:
@@ -92,13 +107,35 @@ class SearchSpace(ABC):
             OPTIMISED_SPACINGS.get(name)
         return names
 
+    def plan(self, candidate: Candidate) -> Plan:
+        """The sampling plan the candidate runs as (``decode`` through ``as_plan``)."""
+        return as_plan(self.decode(candidate))
+
+    def reference_nfe(self) -> int | None:
+        """The NFE of the space's reference schedule, whose full-network MACs ``macs_ratio`` divides by (None: the candidate's own)."""
+        return int(self.budget.value) if self.budget.unit == "nfe" else None
+
     def cost(self, candidate: Candidate) -> dict[str, float]:
-        """Free statistics of the candidate's cost."""
-        return {"nfe": float(self.decode(candidate).nfe)}
+        """Free statistics of the candidate's cost: ``nfe``, ``macs`` (one sample's whole run, measured per network
+        configuration) and ``macs_ratio`` (over the full network on the space's reference schedule)."""
+        from diffsearch.evaluators.cost import plan_cost
+
+        plan = self.plan(candidate)
+        cost = {"nfe": float(plan.nfe)}
+        if self.model.data_shape is None:
+            return cost
+        measured = plan_cost(self.model, plan, reference_nfe=self.reference_nfe())
+        return {**cost, "macs": measured["macs_per_sample"], "macs_ratio": measured["macs_ratio"]}
 
     def validate(self, candidate: Candidate) -> Candidate:
-        """Raise DiffsearchError unless the candidate decodes and honours the budget exactly."""
-        nfe = self.decode(candidate).nfe
+        """Raise DiffsearchError unless the candidate decodes and honours the budget exactly (one line, never
+        pydantic's or a KeyError)."""
+        try:
+            nfe = self.decode(candidate).nfe
+        except DiffsearchError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+            raise DiffsearchError(f"space {self.name}: invalid candidate ({candidate_problem(error)})") from None
         if self.budget.unit == "nfe" and nfe != int(self.budget.value):
             raise DiffsearchError(f"candidate costs {nfe} NFE; the budget is {self.budget}")
         return candidate
@@ -108,3 +145,19 @@ class SearchSpace(ABC):
 
     def from_json(self, text: str) -> Candidate:
         return self.validate(json.loads(text))
+
+
+def build_space(model: Denoiser, settings: dict[str, Any]) -> SearchSpace:
+    """The one function that turns settings (``space``, ``budget``, ``space_options``, ``solver``: ``RunConfig.space_settings``)
+    into a space: the driver, Ray actors and Tune trainables all build theirs here."""
+    space_class = SPACES.get(settings["space"])
+    budget = parse_budget(settings["budget"], space_class.budget_units, f"space {settings['space']}")
+    options = dict(settings.get("space_options") or {})
+    if space_class.takes_solver and settings.get("solver") is not None:
+        options.setdefault("solver", settings["solver"])
+    if options.get("min_nfe") is not None:  # several objectives: every NFE from min_nfe to the budget
+        from diffsearch.spaces.nfe_range import NfeRangeSpace
+
+        return NfeRangeSpace(space_class, model, budget, **options)
+    options.pop("min_nfe", None)
+    return space_class(model, budget, **options)

@@ -21,6 +21,8 @@ class TimestepsSpace(SearchSpace):
     """NFE + 1 decreasing times (t_end included) for one preset solver (``--solver``)."""
 
     name = "timesteps"
+    takes_solver = True
+    example = {"model": "gmm", "budget": "6nfe", "space_options": {"solver": "unipc_bh2"}}
 
     def __init__(self, model: Denoiser, budget: Budget, solver: str = "dpmpp_2m", **options: Any) -> None:
         super().__init__(model, budget, **options)
