@@ -198,6 +198,9 @@ def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     """Tell an executor's result: finite objective -> complete, anything else -> failed trial."""
     if run.executor.slots > 1 and _told_duplicate(run, trial, trial.user_attrs["fingerprint"]):
         return  # a parallel twin finished first
+    if result["status"] == "interrupted":  # stopped at the --time deadline: re-queued on resume, not an attempt
+        storage.mark_interrupted(run.study, trial, result["error"])
+        return
     trial.set_user_attr("result", storage.json_safe(result))
     values = objective_values(run, trial.user_attrs["candidate"], result) if result["status"] == "ok" else [math.nan]
     if not all(math.isfinite(value) for value in values):
@@ -237,14 +240,28 @@ def next_trial(run: Run, pending: list[dict[str, Any]]):
     """Ask the study for a trial and the strategy (or the re-queue) for its candidate."""
     if pending:
         item = pending.pop(0)
-        return run.study.ask(), item["candidate"], {**item["tags"], "requeued": True}
+        return _ask(run), item["candidate"], {**item["tags"], "requeued": True}
     history = storage.history(run.study)
     distributions = run.strategy.distributions(history)
-    trial = run.study.ask(distributions) if distributions else run.study.ask()
+    trial = _ask(run, distributions)
     rng = np.random.default_rng([run.config.seed, len(history)])  # proposals so far: killed attempts do not shift it
     params = trial.params if distributions else None
-    candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study))
+    from diffsearch.search.executors import INTERRUPTED, DeadlineReached
+
+    try:
+        candidate, tags = run.strategy.propose(history, params, rng, storage.state_of(run.study, run.lease))
+    except DeadlineReached:  # the deadline stopped the proposal's proxies: nothing to evaluate, the loop ends
+        storage.mark_interrupted(run.study, trial, INTERRUPTED)
+        return None
     return trial, candidate, tags
+
+
+def _ask(run: Run, distributions: dict[str, Any] | None = None):
+    """A new trial, marked with this driver's lease at once: a joined driver never takes it (or its proposal) for stale."""
+    trial = run.study.ask(distributions) if distributions else run.study.ask()
+    if run.lease is not None:
+        trial.set_user_attr("driver", run.lease.id)
+    return trial
 
 
 def search_loop(run: Run) -> None:
@@ -257,6 +274,7 @@ def search_loop(run: Run) -> None:
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
     inflight: dict[int, Any] = {}
+    run.executor.deadline = deadline  # running evaluations stop there too (interrupted, re-queued)
 
     def may_ask() -> bool:
         return (len(inflight) < run.executor.slots and time.monotonic() < deadline and len(run.study.trials) < budget_of_trials
@@ -266,7 +284,10 @@ def search_loop(run: Run) -> None:
         try:
             while True:
                 while may_ask():
-                    trial, candidate, tags = next_trial(run, pending)
+                    proposed = next_trial(run, pending)
+                    if proposed is None:
+                        break
+                    trial, candidate, tags = proposed
                     if start_trial(run, trial, candidate, tags):
                         run.executor.timeout = eval_timeout(run)
                         run.executor.submit(trial.number, candidate)
@@ -329,6 +350,16 @@ def _ranked(run: Run) -> list[storage.Record]:
 
 
 def _heldout(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
+    """``_heldout_now``, stored in the study as it completes: a resumed final stage reuses it (same candidate, seed, samples)."""
+    from diffsearch.evaluators.evaluate import OBJECTIVE_VERSION
+
+    spec = {"candidate": candidate_fingerprint(candidate), "seed": seed, "samples": run.final_samples, "metric": run.metric,
+            "reference": run.config.reference, "features": run.config.features, "guidance": run.config.guidance,
+            "objective": OBJECTIVE_VERSION}
+    return storage.remembered(run.study, storage.heldout_key(spec), lambda: _heldout_now(run, candidate, seed))
+
+
+def _heldout_now(run: Run, candidate: Candidate, seed: int) -> dict[str, Any]:
     """Held-out scores on one noise set: the objective plus real-data FID and fd_teacher (the costly teacher error only if it
     is the objective); a side metric that cannot be computed for this model is dropped, never the finalist."""
     others = [m for m in default_metrics(run.model, run.config.reference) if m not in ("teacher_error", "kid", "kid_teacher")]
@@ -417,7 +448,9 @@ def final_stage(run: Run) -> dict[str, Any]:
     baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
     objective = run.study.user_attrs.get("objective") or {}
     noise = (objective.get("floors") or {}).get("final")
-    final = {**settings, "rows": rows, "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
+    restored = sum(bool(r.get("restored")) for row in rows for r in row["heldout"].get("per_seed", []))
+    final = {**settings, "rows": rows, "heldout_evaluations": {"computed": len(rows) * len(seeds) - restored, "restored": restored},
+             "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
              "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
              "device": str(run.model.device)}
     if baseline is not None:
@@ -487,7 +520,8 @@ def search_cost(run: Run, final: dict[str, Any]) -> dict[str, Any]:
     counts = storage.count_evaluations(run.study)
     return {"sampling_s": sampling, "metric_and_overhead_s": metric, "predictor_s": sum(s.get("predictor_s", 0.0) for s in stats),
             "final_s": final["final_s"], "evaluations": {**counts, "predicted": sum(s.get("predicted", 0) for s in stats),
-                                                          "final": len(final["rows"])}}
+                                                          "final": len(final["rows"]),
+                                                          "final_heldout": final.get("heldout_evaluations")}}
 
 
 def build_artifact(run: Run, final: dict[str, Any], trial: int | None = None) -> Schedule:

@@ -40,8 +40,9 @@ class Record:
 class StudyState:
     """Key-value state a strategy keeps in the study (a dict in memory; Optuna user attrs on disk)."""
 
-    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None]) -> None:
+    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None], claim: Callable[[str], bool] | None = None) -> None:
         self.get, self.set = get, set_
+        self.claim = claim or (lambda key: True)  # True when this driver may build the work named ``key`` (claim-once)
 
 
 class NoOptions(BaseModel):
@@ -195,6 +196,9 @@ def nsga2_population(done: list[Record], size: int) -> list[Record]:
     return [replace(distinct[i], value=float(position)) for position, i in enumerate(order)]
 
 
+CLAIM_POLL_S = 0.5  # how often a joined s3 driver looks for the stage another driver claimed
+
+
 @STRATEGIES.register("s3")
 class S3Strategy(Strategy):
     """Multi-stage predictor-gated evolution (S³): per stage, many mutants are ranked by a learned predictor
@@ -223,19 +227,25 @@ class S3Strategy(Strategy):
         """Proxy values of ``candidates``, stored in the study under ``key`` as they are computed: a resumed
         run reuses them, and one that keeps killing the run fails after ``max_attempts``."""
         from diffsearch.predictors.gating import proxy_values
+        from diffsearch.search.executors import DeadlineReached
 
         stored = dict(self._get(state, key) or {})
         todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
         chunk = max(getattr(self.run_batch, "slots", 1), 1)
         for begin in range(0, len(todo), chunk):
-            batch = todo[begin : begin + chunk]
+            batch, before = todo[begin : begin + chunk], dict(stored)
             for candidate in batch:  # record the attempt before it runs: a crash here is counted on resume
                 entry = stored.get(candidate_fingerprint(candidate), {})
                 attempts = entry.get("attempts", 0) + 1
                 stored[candidate_fingerprint(candidate)] = {"attempts": attempts, **({"value": None} if attempts > self.max_attempts else {})}
             self._set(state, key, dict(stored))
             runnable = [c for c in batch if "value" not in stored[candidate_fingerprint(c)]]
-            for candidate, value in zip(runnable, proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []):
+            try:
+                values = proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []
+            except DeadlineReached:  # the --time deadline, not the candidates: their attempts do not count
+                self._set(state, key, before)
+                raise
+            for candidate, value in zip(runnable, values):
                 stored[candidate_fingerprint(candidate)] = {**stored[candidate_fingerprint(candidate)], "value": value}
             self._set(state, key, dict(stored))
         self._killed |= {fp for fp, entry in stored.items() if entry.get("attempts", 0) > self.max_attempts}
@@ -265,20 +275,35 @@ class S3Strategy(Strategy):
 
     def propose(self, history, params, rng, state):
         """Ungated: presets first, as every strategy; gated: the presets too go through the proxy gate (stage 0)."""
-        if self.policy is None or self._get(state, "s3:stage") is not None:
-            return super().propose(history, params, rng, state) if self.policy is None else self.next_candidate(history, params, rng, state)
-        self._initial_stage(history, rng, state)
+        if self.policy is None:
+            return super().propose(history, params, rng, state)
+        if self._get(state, "s3:stage") is None:
+            self._build(state, 0, lambda: self._initial_stage(history, rng, state))
         return self.next_candidate(history, params, rng, state)
 
     def next_candidate(self, history, params, rng, state):
         stage = int(self._get(state, "s3:stage") or 0)
         queue = self._get(state, f"s3:queue:{stage}") or []
         used = sum(1 for record in history if record.tags.get("stage") == stage)
-        if used >= len(queue):
-            stage, queue = self._new_stage(history, rng, state, stage + 1)
-            used = 0
+        while used >= len(queue):  # joined drivers: the next stage may be built (or being built) by another
+            stage += 1
+            queue = self._build(state, stage, lambda: self._new_stage(history, rng, state, stage))
+            used = sum(1 for record in history if record.tags.get("stage") == stage)
         tags = (self._get(state, f"s3:tags:{stage}") or [{}] * len(queue))[used]
         return queue[used], {"origin": "s3", **tags, "stage": stage}
+
+    def _build(self, state, stage: int, build) -> list[Candidate]:
+        """Stage ``stage``'s queue, built once: here when this driver claims ``s3:build:<stage>`` first, else read
+        when the claiming driver has saved it (its ``s3:stats:<stage>`` is written last but one)."""
+        while True:
+            for key in (f"s3:queue:{stage}", f"s3:tags:{stage}", f"s3:stats:{stage}"):
+                self._memo.pop(key, None)  # another driver may have written them since this one read
+            if self._get(state, f"s3:stats:{stage}") is not None:
+                return self._get(state, f"s3:queue:{stage}") or []
+            if state.claim(f"s3:build:{stage}") and self._get(state, f"s3:stats:{stage}") is None:
+                build()
+                return self._get(state, f"s3:queue:{stage}") or []
+            time.sleep(CLAIM_POLL_S)
 
     def _offspring(self, history, rng) -> list[Candidate]:
         """Distinct unseen mutants of the best ``parents`` evaluated candidates."""
