@@ -8,6 +8,9 @@ and same evaluated candidates. Work is counted in network calls logged by the pl
 runs' calls minus the uninterrupted run's, in evaluations. The crash / hang / NaN scenarios run
 the timesteps space (4 presets) with a plug-in that misbehaves on one candidate.
 
+The deadline scenario hangs the third preset under ``--time 3s`` (twice), then resumes without the fault
+and compares with an uninterrupted run. ``--only final_stage deadline`` runs only the named scenarios.
+
     python benchmarks/faults.py      # about 10 minutes on 2 busy cores
 """
 
@@ -28,8 +31,10 @@ FAULTY = ["--model", f"{PLUGIN}:make", "--space", "timesteps", "--solver", "dpmp
           "--samples", "200", "--final-samples", "400", "--no-progress", "--strategy", "random", "--evals", "6"]
 
 
-def calls(log: Path) -> int:
-    return len(log.read_text().split()) if log.exists() else 0
+def calls(log: Path, rows: str | None = None) -> int:
+    """Network calls in a call log (of batches of ``rows`` rows only, if given)."""
+    logged = log.read_text().split() if log.exists() else []
+    return len(logged) if rows is None else logged.count(rows)
 
 
 def kill_scenario(folder: Path, phase: str, reference: dict, reference_calls: int) -> dict:
@@ -45,7 +50,8 @@ def kill_scenario(folder: Path, phase: str, reference: dict, reference_calls: in
     connection = sqlite3.connect(folder / "runs" / f"{phase}.db")
     lost = connection.execute("SELECT count(*) FROM trial_user_attributes WHERE key = 'interrupted'").fetchone()[0]
     return {"fault": f"kill -9 during {phase.replace('_', ' ')}", "killed": first.returncode == -9, "survived": same,
-            "trials interrupted": lost, "recomputed evaluations": (calls(log) - reference_calls) / 4}
+            "trials interrupted": lost, "recomputed evaluations": (calls(log) - reference_calls) / 4,
+            "held-out": calls(log, "400") / 4}
 
 
 def model_fault(folder: Path, fault: str, extra: list[str], runs: int) -> dict:
@@ -64,17 +70,59 @@ def model_fault(folder: Path, fault: str, extra: list[str], runs: int) -> dict:
             "runs": len(codes), "failed trial": next((e for e in errors if "interrupted" not in e), None)}
 
 
+def deadline_scenario(folder: Path, reference_folder: Path) -> dict:
+    """``--time 3s`` stops the hung third preset twice (interrupted, not an attempt); the resumed run equals an uninterrupted one."""
+    import time
+
+    folder = folder / "deadline"
+    folder.mkdir()
+    arguments, env = ["run", *FAULTY, "--study", "deadline"], {"DIFFSEARCH_POISON": "quadratic"}
+    assert search(reference_folder, *arguments, env=env).returncode == 0
+    walls = []
+    for _ in range(2):
+        started = time.monotonic()
+        assert search(folder, *arguments, "--time", "3s", env={**env, "DIFFSEARCH_FAULT": "hang"}).returncode == 0
+        walls.append(time.monotonic() - started)
+    resumed = search(folder, *arguments, env=env).returncode == 0
+
+    def outcome(where: Path) -> dict:
+        return {**essence(where / "runs" / "deadline" / "best.json"), "evaluated": evaluated(where / "runs" / "deadline.db")}
+
+    connection = sqlite3.connect(folder / "runs" / "deadline.db")
+    stopped = connection.execute("SELECT t.datetime_start, t.datetime_complete FROM trials t JOIN trial_user_attributes a "
+                                 "ON a.trial_id = t.trial_id WHERE a.key = 'deadline'").fetchall()
+    errors = [json.loads(v) for (v,) in connection.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'error'")]
+    return {"fault": f"plug-in hangs on one candidate, `--time 3s` (twice; runs took {', '.join(f'{w:.0f}' for w in walls)} s with "
+                     f"start-up and final stage, the hung evaluation stopped after {_seconds(stopped)} s)",
+            "killed": False, "survived": resumed and outcome(folder) == outcome(reference_folder), "trials interrupted": len(stopped),
+            "recomputed evaluations": 0, "runs": 3, "failed trial": next((e for e in errors if "re-queued" not in e), None)}
+
+
+def _seconds(rows) -> str:
+    from datetime import datetime
+
+    return ", ".join(f"{(datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds():.1f}" for start, end in rows)
+
+
 def main() -> None:
+    only = sys.argv[sys.argv.index("--only") + 1 :] if "--only" in sys.argv else None
     folder = Path(tempfile.mkdtemp(prefix="faults-"))
     (folder / "reference").mkdir()
     log = folder / "reference" / "reference.log"
     assert tiny_search(folder / "reference", "reference", "--evals", "10", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
     reference = {**essence(folder / "reference" / "runs" / "reference" / "best.json"),
                  "evaluated": evaluated(folder / "reference" / "runs" / "reference.db")}
-    rows = [kill_scenario(folder, phase, reference, calls(log)) for phase in PHASES]
-    rows += [model_fault(folder, "crash", [], 4), model_fault(folder, "hang", ["--eval-timeout", "3s"], 1),
-             model_fault(folder, "nan", [], 1)]
-    print(f"uninterrupted run: {calls(log)} network calls ({calls(log) / 4:.0f} evaluations of 4 NFE)")
+    rows = [kill_scenario(folder, phase, reference, calls(log)) for phase in PHASES if only is None or phase in only]
+    if only is None:
+        rows += [model_fault(folder, "crash", [], 4), model_fault(folder, "hang", ["--eval-timeout", "3s"], 1),
+                 model_fault(folder, "nan", [], 1)]
+    if only is None or "deadline" in only:
+        rows.append(deadline_scenario(folder, folder / "reference"))
+    print(f"uninterrupted run: {calls(log)} network calls ({calls(log) / 4:.0f} evaluations of 4 NFE; "
+          f"{calls(log, '400') / 4:.0f} held-out evaluations)")
+    for row in rows:
+        if "held-out" in row:
+            print(f"{row['fault']}: held-out evaluations in the killed + resumed runs {row['held-out']:g}")
     print("| fault | survived (same artifact / study completed) | trials interrupted (evaluations lost) | recomputed evaluations | runs |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from diffsearch.errors import DiffsearchError
 
 T = TypeVar("T")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z][a-z0-9_]*)*$")  # joint spaces join names with +
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(\+[a-z][a-z0-9_]*)*$")  # snake_case; joints such as timesteps+architecture
 
 
 class Registry(Generic[T]):

@@ -45,7 +45,8 @@ def test_schedule_files_and_presets_load_as_full_network_plans(tmp_path, gmm):
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda d: {**d, "schema_version": "diffsearch.plan/v9"}, "schema_version 'diffsearch.plan/v9' is not one of"),
     (lambda d: {**d, "network": d["network"][:3]}, "network: 3 configurations for a schedule of 4 NFE"),
-    (lambda d: {**d, "network": [{"kind": "bits"}] * 4}, "network"),
+    (lambda d: {**d, "network": [{"kind": "subnet"}] * 4}, "network"),
+    (lambda d: {**d, "network": [{"kind": "bits", "weights": {"mid.conv1": 5}}] * 4}, "not among"),
     (lambda d: {**d, "network": [{"kind": "blocks", "modes": {"mid": "drop"}}] * 4}, r"network\[0\].blocks.modes.mid"),
     (lambda d: {**d, "extra": 1}, "extra"),
 ])

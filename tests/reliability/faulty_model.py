@@ -6,6 +6,8 @@ Karras timesteps at 4 NFE, recognised by the times the network is called at): ``
 ``nan`` (returns NaN). ``DIFFSEARCH_KILL=B:K`` SIGKILLs the process at the K-th network call with
 a batch of B rows (B picks the phase: proxy, expensive or final sample counts).
 ``DIFFSEARCH_CALL_LOG=path`` appends the batch size of every network call to ``path``.
+``DIFFSEARCH_SLOW=B:S`` sleeps S seconds in every network call with a batch of B rows (B = 32: the s3 proxies).
+``DIFFSEARCH_POISON=spacing`` poisons the dpmpp_2m preset on another spacing (``quadratic``: the third preset).
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ def make() -> Denoiser:
     """The gmm with a faulty network (see the module docstring)."""
     gmm = build_gmm()
     schedule = gmm.noise_schedule
-    poison = [float(schedule.model_time(t)) for t in preset_schedule(POISON_SOLVER, POISON_NFE, schedule, POISON_SPACING).timesteps[:-1]]
+    spacing = os.environ.get("DIFFSEARCH_POISON", POISON_SPACING)
+    poison = [float(schedule.model_time(t)) for t in preset_schedule(POISON_SOLVER, POISON_NFE, schedule, spacing).timesteps[:-1]]
     fault, kill = os.environ.get("DIFFSEARCH_FAULT"), os.environ.get("DIFFSEARCH_KILL")
     kill_batch, kill_call = (int(part) for part in kill.split(":")) if kill else (0, 0)
     state = {"times": [], "calls": 0}
 
     log = os.environ.get("DIFFSEARCH_CALL_LOG")
+    slow = os.environ.get("DIFFSEARCH_SLOW")
+    slow_batch, slow_s = (int(slow.split(":")[0]), float(slow.split(":")[1])) if slow else (0, 0.0)
 
     def fn(x: torch.Tensor, t_in: torch.Tensor, cond=None) -> torch.Tensor:
         t = float(t_in[0])
@@ -40,6 +45,8 @@ def make() -> Denoiser:
             with open(log, "a") as handle:
                 handle.write(f"{x.shape[0]}\n")
         state["times"] = [t] if t >= poison[0] - 1e-2 else [*state["times"], t]
+        if x.shape[0] == slow_batch:
+            time.sleep(slow_s)
         if x.shape[0] == kill_batch:
             state["calls"] += 1
             if state["calls"] == kill_call:

@@ -64,3 +64,37 @@ def test_stage0_proxies_are_stored_and_not_recomputed(tmp_path, references):
     (stored,) = connection.execute("SELECT value_json FROM study_user_attributes WHERE key = 's3:proxy_values:0:0'").fetchone()
     assert all(json.loads(stored)[fingerprint] == entry for fingerprint, entry in done.items())
     assert resumed(tmp_path / "runs" / "proxies") == references(0)
+
+
+def _study_attrs(database) -> dict:
+    with sqlite3.connect(database) as connection:
+        return {key: json.loads(value) for key, value in connection.execute("SELECT key, value_json FROM study_user_attributes")}
+
+
+@pytest.mark.slow
+def test_final_stage_evaluations_are_stored_and_not_recomputed(tmp_path, references):
+    """Killed in the final stage after two held-out evaluations: they are stored, and the resumed run computes only the rest;
+    fewer final_seeds reuse the evaluations of the same candidate, seed and samples, and another final_samples none."""
+    first = tiny_search(tmp_path, "final", "--evals", "10", env={"DIFFSEARCH_KILL": "400:10"})
+    assert first.returncode == -signal.SIGKILL
+    database = tmp_path / "runs" / "final.db"
+    stored = {k: v for k, v in _study_attrs(database).items() if k.startswith("final:heldout:")}
+    assert len(stored) == 2 and "final" not in _study_attrs(database)  # 4 calls per evaluation: the third was killed
+    log = tmp_path / "calls.log"
+    assert tiny_search(tmp_path, "final", "--evals", "10", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
+    attrs = _study_attrs(database)
+    total = len(attrs["final"]["rows"]) * attrs["final"]["final_seeds"]
+    assert attrs["final"]["heldout_evaluations"] == {"computed": total - 2, "restored": 2}
+    assert log.read_text().split().count("400") == 4 * (total - 2)
+    assert all(attrs[key] == value for key, value in stored.items())
+    assert resumed(tmp_path / "runs" / "final") == references(0)
+
+    log.unlink()
+    assert tiny_search(tmp_path, "final", "--evals", "10", "--final-seeds", "2", env={"DIFFSEARCH_CALL_LOG": str(log)}).returncode == 0
+    final = _study_attrs(database)["final"]
+    assert final["final_seeds"] == 2 and final["heldout_evaluations"]["computed"] == 0
+    assert not log.exists() or "400" not in log.read_text().split()  # nothing to evaluate: not even the teacher
+    assert json.loads((tmp_path / "runs" / "final" / "best.json").read_text())["provenance"]["config"]["final_seeds"] == 2
+    assert tiny_search(tmp_path, "final", "--evals", "10", "--final-seeds", "2", "--final-samples", "300").returncode == 0
+    final = _study_attrs(database)["final"]
+    assert final["final_samples"] == 300 and final["heldout_evaluations"]["restored"] == 0

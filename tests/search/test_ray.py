@@ -264,3 +264,118 @@ def test_more_gpus_than_ray_reports_are_refused_at_start(cluster, tmp_path):
     gpus = ray.cluster_resources().get("GPU", 0)
     with pytest.raises(DiffsearchError, match=rf"need {gpus + 1:g} GPUs; Ray reports 2 CPU, {gpus:g} GPU"):
         run_search(config(tmp_path, executor="ray", workers=1, gpus_per_worker=gpus + 1))
+
+
+FAULTY_WRAPPER = (
+    "import importlib.util, os\n"
+    "def make():\n"
+    "    spec = importlib.util.spec_from_file_location('faulty_model', {faulty!r})\n"
+    "    module = importlib.util.module_from_spec(spec)\n"
+    "    spec.loader.exec_module(module)\n"
+    "    os.environ['DIFFSEARCH_FAULT'] = {fault!r}\n"
+    "    try:\n"
+    "        return module.make()  # reads DIFFSEARCH_FAULT once\n"
+    "    finally:\n"
+    "        del os.environ['DIFFSEARCH_FAULT']\n"
+)
+
+
+def faulty_plugin(tmp_path, fault: str) -> str:
+    """tests/reliability/faulty_model.py with ``fault`` on the dpmpp_2m@karras preset, in every process that loads it."""
+    plugin = tmp_path / f"{fault}.py"
+    faulty = Path(__file__).resolve().parents[1] / "reliability" / "faulty_model.py"
+    plugin.write_text(FAULTY_WRAPPER.format(faulty=str(faulty), fault=fault))
+    return f"{plugin}:make"
+
+
+def test_hung_evaluations_and_proxies_stop_at_the_timeout_or_the_deadline_on_ray(cluster, tmp_path):
+    """The timeout kills and replaces a hung actor (failed result); the --time deadline does too, as interrupted;
+    a proxy batch through the Ray executor fails the hung proxy by its timeout and raises at the deadline."""
+    import math
+
+    from diffsearch.search.executors import INTERRUPTED, DeadlineReached, evaluate_batch, proxy_settings
+
+    run = prepare(optuna_free_config(tmp_path, model=faulty_plugin(tmp_path, "hang"), space="timesteps", solver="dpmpp_2m"))
+    (label, poison), (_, clean) = run.space.initial()[:2]
+    assert label == "preset:dpmpp_2m@karras"
+    try:
+        run.executor.timeout = 3.0
+        hung, ok = evaluate_batch(run.executor, [poison, clean], proxy_settings(32, "frechet_exact"))
+        assert hung["status"] == "failed" and "ran past its 3s timeout" in hung["error"] and "actor was replaced" in hung["error"]
+        assert ok["status"] == "ok" and ok["samples"] == 32, ok
+        run.executor.submit(5, clean)
+        replaced = run.executor.next_result()[1]
+        assert replaced["status"] == "ok", replaced  # the replacement actor evaluates (its model load is not timed)
+        run.executor.timeout, run.executor.deadline = math.inf, time.monotonic() + 3
+        run.executor.submit(6, poison)
+        assert run.executor.next_result() == (6, {"status": "interrupted", "error": INTERRUPTED})
+        run.executor.deadline = time.monotonic() + 3
+        with pytest.raises(DeadlineReached):
+            evaluate_batch(run.executor, [clean, poison], proxy_settings(32, "frechet_exact"))
+    finally:
+        run.executor.close()
+
+
+def test_a_proxy_that_kills_its_actor_fails_and_the_s3_search_completes_on_ray(cluster, tmp_path):
+    """Gated s3 proxies every preset through the Ray actors: os._exit in one kills an actor, not the driver."""
+    import json
+
+    result = run_search(config(tmp_path, model=faulty_plugin(tmp_path, "crash"), strategy="s3", space="timesteps", solver="dpmpp_2m",
+                               evals=5, max_retries=0, final_seeds=1, strategy_options={"mutants": 40}))
+    study = optuna.load_study(study_name="test", storage=f"sqlite:///{tmp_path}/s.db")
+    values = study.user_attrs["s3:proxy_values:0:0"]
+    assert sorted(entry["value"] is None for entry in values.values()) == [False, False, False, True]
+    complete = distinct_complete(study.get_trials())
+    assert len(complete) == 5 and os.getpid() not in {t.user_attrs["result"]["pid"] for t in complete}
+    assert json.loads(result.path.read_text())["provenance"]["label"] != "preset:dpmpp_2m@karras"
+
+
+LISTENERS = '''
+import os, pathlib
+from diffsearch.search.config import RunConfig
+from diffsearch.search.runner import prepare
+
+run = prepare(RunConfig.model_validate({"model": "gmm", "budget": "4nfe", "study": "bind", "storage": "sqlite:///:memory:",
+                                        "executor": "ray", "workers": 1, "progress": False}))
+run.executor.warm_up()
+import ray
+print("nodes", sorted({node["NodeManagerAddress"] for node in ray.nodes()}))
+parents = {}
+for status in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+        fields = status.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    parents[int(status.parent.name)] = int(fields[1])
+tree = {os.getpid()}
+while grown := {pid for pid, parent in parents.items() if parent in tree} - tree:
+    tree |= grown
+inodes = set()
+for pid in tree:
+    for fd in pathlib.Path(f"/proc/{pid}/fd").glob("*"):
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+for table in ("tcp", "tcp6"):
+    for line in pathlib.Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+            print("listen", parts[1].split(":")[0])
+run.executor.close()
+'''
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::ffff:127.0.0.1, ::1
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="listening sockets are read from Linux /proc")
+def test_the_embedded_local_cluster_listens_on_loopback_only(tmp_path):
+    """Every socket a process of the executor's own cluster listens on is a loopback address (not 0.0.0.0 or the LAN)."""
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "DIFFSEARCH_CACHE": str(tmp_path)}
+    environment.pop("RAY_ADDRESS", None)
+    output = subprocess.run([sys.executable, "-c", LISTENERS], env=environment, capture_output=True, text=True, timeout=240)
+    assert output.returncode == 0, output.stderr[-2000:]
+    listening = [line.split()[1] for line in output.stdout.splitlines() if line.startswith("listen ")]
+    assert "nodes ['127.0.0.1']" in output.stdout and len(listening) >= 3  # GCS, raylet, agents
+    assert set(listening) <= LOOPBACK, listening

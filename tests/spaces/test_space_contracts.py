@@ -27,10 +27,11 @@ class TestTimesteps(SpaceContract):
 
 
 def test_every_registered_space_has_a_contract_test():
-    assert set(SPACES) == {"solver_schedule", "timesteps", "supernet", "supernet_per_step", "solver_schedule+supernet"}
+    assert set(SPACES) == {"solver_schedule", "timesteps", "bitwidth", "bitwidth_per_step", "solver_schedule+bitwidth",  # bitwidth: tests/spaces/test_bitwidth.py
+                           "supernet", "supernet_per_step", "solver_schedule+supernet"}  # supernet: tests/spaces/test_supernet_spaces.py
 
 
 def test_spaces_refuse_non_nfe_budgets(gmm):
-    for name in [name for name in SPACES if SPACES.get(name).budget_units == ("nfe",)]:
+    for name in (name for name in SPACES if SPACES.get(name).budget_units == ("nfe",)):
         with pytest.raises(DiffsearchError, match="NFE budget"):
             SPACES.get(name)(gmm, parse_budget("60%macs"))

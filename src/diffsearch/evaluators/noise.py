@@ -10,6 +10,7 @@ from diffsearch.models.denoiser import Denoiser
 SEARCH_SEED = 0
 HELDOUT_SEED = 1
 MAX_HELDOUT_SETS = 100  # held-out seeds are 1..100; teacher, floor and calibration seeds lie far above
+CALIBRATION_SEED = 3_000_001  # quantisation calibration and sensitivity (evaluators/quantization.py); no other noise set uses it
 
 
 def heldout_seeds(count: int) -> list[int]:

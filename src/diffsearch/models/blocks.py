@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffsearch.errors import DiffsearchError
+from diffsearch.models.bits import BitsConfig
 from diffsearch.models.subnet import SubnetConfig
 
 BlockMode = Literal["run", "skip", "reuse"]
@@ -42,7 +43,7 @@ class BlocksConfig(BaseModel):
 
 
 #: One network configuration per model evaluation; a tagged union on ``kind``.
-NetworkConfig = Annotated[Union[BlocksConfig, SubnetConfig], Field(discriminator="kind")]  # noqa: UP007
+NetworkConfig = Annotated[Union[BlocksConfig, BitsConfig, SubnetConfig], Field(discriminator="kind")]  # noqa: UP007
 
 
 class BlockRunner:
@@ -98,8 +99,8 @@ class BlockRunner:
 
 
 def config_modes(config: Any) -> dict[str, str] | None:
-    """The block modes of one evaluation's configuration (``None``: the full network or a sub-network, no cache)."""
-    if config is None or isinstance(config, SubnetConfig):
+    """The block modes of one evaluation's configuration (``None``: the full network, quantised or a sub-network; no cache)."""
+    if config is None or isinstance(config, (BitsConfig, SubnetConfig)):
         return None
     if isinstance(config, BlocksConfig):
         return dict(config.modes)

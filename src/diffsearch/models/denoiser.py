@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
     from diffsearch.models.blocks import BlockRunner
+    from diffsearch.models.quantize import LayerQuantizer
     from diffsearch.models.subnet import ElasticNetwork
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
@@ -53,6 +54,9 @@ class Denoiser:
         decode: maps samples to data space (a latent model's VAE decoder). None: the identity.
         blocks: the ``BlockRunner`` of a network with named, skippable blocks; plans with block
             modes need one. ``fn`` must route its blocks through it.
+        quantizer: the ``LayerQuantizer`` of a network with quantisable layers (its ``layout`` declares
+            their names and sizes); plans with kind ``bits`` need one. ``fn`` must call the network
+            through it.
         elastic: the supernet of a once-for-all model (``ElasticNetwork``: its ``space`` of
             sub-networks and ``set_active``); plans with ``subnet`` configurations need one.
 
@@ -87,6 +91,7 @@ class Denoiser:
         floor_data: Callable[[], Any] | None = None,
         objective: str | None = None,
         teacher_features: str | None = None,
+        quantizer: LayerQuantizer | None = None,
         elastic: ElasticNetwork | None = None,
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
@@ -115,6 +120,7 @@ class Denoiser:
         self.floor_data = floor_data
         self.objective = objective
         self.teacher_features = teacher_features
+        self.quantizer = quantizer
         self.elastic = elastic
 
     def to(self, device: str) -> Denoiser:
@@ -166,9 +172,15 @@ class Denoiser:
 
     def configure(self, config: Any) -> None:
         """The declared hook: hand one evaluation's network configuration to the network's blocks."""
+        from diffsearch.models.bits import BitsConfig
         from diffsearch.models.blocks import config_modes
         from diffsearch.models.subnet import config_subnet
 
+        bits = config if isinstance(config, BitsConfig) else None
+        if self.quantizer is not None:
+            self.quantizer.configure(bits)
+        elif bits is not None:
+            raise DiffsearchError(f"model {self.name!r} declares no quantisable layers; a plan with bitwidths cannot run on it")
         subnet = config_subnet(config)
         if self.elastic is not None:
             self.elastic.set_active(subnet)

@@ -25,6 +25,7 @@ from diffsearch.files import atomic_path, atomic_write_text
 from diffsearch.models._digits_unet import DigitsUNet, UNetConfig
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.noise_schedules import noise_schedule_from
+from diffsearch.models.quantize import LayerQuantizer
 
 DIGITS_NOISE_SCHEDULE = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -220,13 +221,14 @@ def save_digits(unet: DigitsUNet, config: TrainConfig, info: dict[str, Any], out
 # loading
 
 
-def digits_network(unet: DigitsUNet):
-    """``fn(x, t_in, cond)`` for the Denoiser: labels (or None -> null label), float32 inside."""
+def digits_network(unet: DigitsUNet, quantizer: LayerQuantizer | None = None):
+    """``fn(x, t_in, cond)`` for the Denoiser: labels (or None -> null label), float32 inside, through ``quantizer``."""
+    network = quantizer if quantizer is not None else unet
 
     def fn(x: torch.Tensor, t_in: torch.Tensor, cond: Any = None) -> torch.Tensor:
         labels = _labels(cond, x.shape[0], x.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):  # differentiable for LD3 / refine
-            return unet(x.float(), t_in.float(), labels).to(x.dtype)
+            return network(x.float(), t_in.float(), labels).to(x.dtype)
 
     return fn
 
@@ -286,14 +288,14 @@ def build_digits(weights: str | Path | None = None) -> Denoiser:
     """
     path = Path(weights) if weights is not None else UNET_WEIGHTS
     unet = load_unet(path)
-    return digits_denoiser(unet, "digits", f"digits-{file_fingerprint(path)}", blocks=unet.blocks)
+    return digits_denoiser(unet, "digits", f"digits-{file_fingerprint(path)}", LayerQuantizer(unet), blocks=unet.blocks)
 
 
-def digits_denoiser(unet: torch.nn.Module, name: str, fingerprint: str, **declared: Any) -> Denoiser:
+def digits_denoiser(unet: torch.nn.Module, name: str, fingerprint: str, quantizer: LayerQuantizer | None = None, **declared: Any) -> Denoiser:
     """A Denoiser around a digits epsilon network: the schedule, labels, data range, references and objective
     of ``digits`` (``declared``: what the network offers besides, e.g. ``blocks`` or ``elastic``)."""
     model = Denoiser(
-        digits_network(unet),
+        digits_network(unet, quantizer),
         DIGITS_NOISE_SCHEDULE,
         "epsilon",
         data_shape=(1, 8, 8),
@@ -309,6 +311,7 @@ def digits_denoiser(unet: torch.nn.Module, name: str, fingerprint: str, **declar
         feature_extractor="digits",
         objective="teacher_error",  # the best discrimination at 5 and 10 NFE (benchmarks/discrimination.py)
         teacher_features="raw",
+        quantizer=quantizer,
         **declared,
     )
     model.unet = unet

@@ -33,6 +33,7 @@ class Executor(Protocol):
 
     slots: int
     timeout: float  # seconds one evaluation may run before it is a failed result (math.inf: no limit)
+    deadline: float  # time.monotonic() at which running evaluations stop as interrupted (--time; math.inf: none)
 
     def submit(self, key: int, candidate: Candidate, overrides: dict[str, Any] | None = None) -> None:
         """Start evaluating ``candidate`` under ``key`` (a trial number); ``overrides`` replace settings (proxies)."""
@@ -55,6 +56,18 @@ class EvaluationTimeout(Exception):
     """An evaluation ran past the executor's timeout."""
 
 
+class DeadlineReached(Exception):
+    """The ``--time`` deadline stopped an evaluation of a proxy batch (the batch is not recorded; the search stops)."""
+
+
+INTERRUPTED = "stopped at the --time deadline; re-queued"
+
+
+def interrupted() -> dict[str, Any]:
+    """The result of an evaluation the ``--time`` deadline stopped: not a failure, its candidate is re-queued."""
+    return {"status": "interrupted", "error": INTERRUPTED}
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise EvaluationTimeout in the block after ``seconds`` (SIGALRM; main thread only, else no limit)."""
@@ -74,18 +87,25 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf) -> dict[str, Any]:
-    """Decode and evaluate one candidate's plan on the search noise; failures and timeouts become a failed result."""
+def evaluate_candidate(model, space, candidate: Candidate, settings: dict[str, Any], cache=None, timeout: float = math.inf,
+                       deadline: float = math.inf) -> dict[str, Any]:
+    """Decode and evaluate one candidate's plan on the search noise; failures and timeouts become a failed result, and an
+    evaluation still running at ``deadline`` (``time.monotonic()``, the ``--time`` limit) an interrupted one."""
     from diffsearch.evaluators.evaluate import evaluate
     from diffsearch.evaluators.noise import SEARCH_SEED
 
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return interrupted()
     try:
-        with time_limit(timeout):
+        with time_limit(min(timeout, left)):
             plan = space.plan(candidate)
             result = evaluate(model, plan, samples=settings["samples"], seed=SEARCH_SEED, guidance=settings["guidance"],
                               metrics=[settings["metric"]], reference=settings["reference"], features=settings.get("features"), cache=cache if settings.get("cache", True) else None)
             if "macs_ratio" in result:  # over the full network on the space's reference schedule
                 result["macs_ratio"] = space.cost(candidate)["macs_ratio"]
+    except EvaluationTimeout as error:
+        result = interrupted() if left < timeout else {"status": "failed", "error": f"EvaluationTimeout: {error}"}
     except Exception as error:  # a broken or hung candidate is a failed trial, never a crashed search
         result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
     return result
@@ -108,6 +128,8 @@ def evaluate_batch(executor: Executor, candidates: list[Candidate], overrides: d
             executor.submit(-1 - index, candidate, overrides)
         key, result = executor.next_result(only_negative=True)
         results[-1 - key] = result
+    if any(result["status"] == "interrupted" for result in results.values()):
+        raise DeadlineReached(INTERRUPTED)
     return [results[index] for index in range(len(candidates))]
 
 
@@ -119,7 +141,7 @@ class InlineExecutor:
 
     def __init__(self, run: Run) -> None:
         self.run, self.settings, self.queue = run, evaluation_settings(run.config, run.space, run.metric, run.search_samples), deque()
-        self.timeout = math.inf
+        self.timeout = self.deadline = math.inf
 
     def free_slots(self) -> int:
         return 1 - len(self.queue)
@@ -130,7 +152,8 @@ class InlineExecutor:
     def next_result(self, only_negative: bool = False) -> tuple[int, dict[str, Any]]:
         """Evaluate the oldest submitted candidate now, under the SIGALRM time limit."""
         key, candidate, overrides = self.queue.popleft()
-        return key, evaluate_candidate(self.run.model, self.run.space, candidate, {**self.settings, **overrides}, self.run.cache, self.timeout)
+        return key, evaluate_candidate(self.run.model, self.run.space, candidate, {**self.settings, **overrides}, self.run.cache,
+                                       self.timeout, self.deadline)
 
     def close(self) -> None:
         self.queue.clear()
@@ -176,7 +199,7 @@ class RayExecutor:
         self.inflight: dict[Any, tuple[int, Any, Candidate, dict[str, Any], float]] = {}
         self.done: deque[tuple[int, dict[str, Any]]] = deque()  # results set aside while a proxy batch waited
         self.attempts: dict[int, int] = {}
-        self.timeout = math.inf
+        self.timeout = self.deadline = math.inf
         self.owns_ray = False
         self.ray = None
 
@@ -188,7 +211,9 @@ class RayExecutor:
             raise DiffsearchError(RAY_MISSING) from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(**connect_options(self.address, self.slots))
+            options = connect_options(self.address, self.slots)
+            with loopback_only(options["address"] == "local"):
+                ray.init(**options)
             self.owns_ray = True
         self._check_gpus()
         self.actor_class = ray.remote(Evaluator)
@@ -220,6 +245,16 @@ class RayExecutor:
         """A fresh evaluator actor: one CPU, ``gpus_per_worker`` GPUs, no automatic restarts."""
         return self.actor_class.options(num_cpus=1, num_gpus=self.gpus, max_restarts=0, max_task_retries=0).remote(self.settings)
 
+    def _replacement(self):
+        """A fresh actor for a dead or killed one, returned once its model is loaded: no timeout counts the load."""
+        actor = self._new_actor()
+        try:
+            self.ray.get(actor.ready.remote())
+        except dead_worker_errors() as error:
+            cause = str(error).strip().splitlines()[-1].rstrip(")")
+            raise DiffsearchError(f"ray executor: a replacement evaluator actor could not start: {cause}") from None
+        return actor
+
     def free_slots(self) -> int:
         return self.slots - len(self.inflight)
 
@@ -241,8 +276,8 @@ class RayExecutor:
                 return key, result
         while True:
             ref = self._wait()
-            key, actor, candidate, overrides, _ = self.inflight.pop(ref)
-            outcome = self._outcome(ref, key, actor, candidate, overrides)
+            key, actor, candidate, overrides, started = self.inflight.pop(ref)
+            outcome = self._outcome(ref, key, actor, candidate, overrides, started)
             if outcome is None:
                 continue
             if only_negative and key >= 0:
@@ -250,25 +285,32 @@ class RayExecutor:
                 continue
             return key, outcome
 
+    def _limit(self, started: float) -> float:
+        """When an evaluation started at ``started`` is stopped: its timeout or the deadline, whichever is first."""
+        return min(started + self.timeout, self.deadline)
+
     def _wait(self):
-        """The next finished reference, or one whose evaluation ran past ``timeout`` (its actor killed)."""
+        """The next finished reference, or one whose evaluation ran past its timeout or the deadline (its actor killed)."""
         while True:
-            oldest = min(started for *_, started in self.inflight.values())
-            remaining = max(self.timeout - (time.monotonic() - oldest), 0.05) if math.isfinite(self.timeout) else None
+            first = min(self._limit(started) for *_, started in self.inflight.values())
+            remaining = max(first - time.monotonic(), 0.05) if math.isfinite(first) else None
             ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=remaining)
             if ready:
                 return ready[0]
             for ref, (*_, started) in self.inflight.items():
-                if time.monotonic() - started >= self.timeout:
+                if time.monotonic() >= self._limit(started):
                     return ref
 
-    def _outcome(self, ref, key: int, actor, candidate: Candidate, overrides: dict[str, Any]) -> dict[str, Any] | None:
-        """The result of a finished (or timed-out) reference; None when it was resubmitted."""
+    def _outcome(self, ref, key: int, actor, candidate: Candidate, overrides: dict[str, Any], started: float) -> dict[str, Any] | None:
+        """The result of a finished (or stopped) reference; None when it was resubmitted."""
         ready, _ = self.ray.wait([ref], timeout=0)
-        if not ready:  # hung past the timeout: the actor is killed and replaced, the candidate fails
+        if not ready:  # past the timeout (failed) or the deadline (interrupted): the actor is killed and replaced
             self.ray.kill(actor)
-            self.idle.append(self._new_actor())
+            at_deadline = self.deadline < started + self.timeout
+            self.idle.append(self._new_actor() if at_deadline else self._replacement())  # the search is ending: no wait
             self.attempts.pop(key, None)
+            if at_deadline:
+                return interrupted()
             return {"status": "failed", "error": f"the evaluation ran past its {self.timeout:.0f}s timeout (--eval-timeout); its actor was replaced"}
         try:
             result = self.ray.get(ref)
@@ -282,7 +324,7 @@ class RayExecutor:
     def _retry(self, key: int, actor, candidate: Candidate, overrides: dict[str, Any], error: Exception) -> dict[str, Any] | None:
         """Replace the dead actor; resubmit the candidate, or give up after ``max_retries``."""
         self.ray.kill(actor)  # usually dead already; a lost result may leave it alive
-        self.idle.append(self._new_actor())
+        self.idle.append(self._replacement())
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if self.attempts[key] > self.max_retries:
             retries = self.attempts.pop(key) - 1
@@ -318,6 +360,31 @@ def connect_options(address: str | None, workers: int) -> dict[str, Any]:
     if address or os.environ.get("RAY_ADDRESS"):
         return {**options, "address": address}
     return {**options, "address": "local", "num_cpus": max(workers, os.cpu_count() or 1), "include_dashboard": False}
+
+
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's single-machine mode: its node address is 127.0.0.1
+
+
+@contextlib.contextmanager
+def loopback_only(enabled: bool = True):
+    """Start an embedded Ray cluster on 127.0.0.1 only: Ray 2.60 rewrites a node address of 127.0.0.1 to the machine's
+    address on Linux unless its single-machine (macOS/Windows) mode is on; its servers then bind the loopback address.
+    The switch is an environment variable (inherited by the cluster's processes) and a constant read at import."""
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    previous, constant = os.environ.get(LOOPBACK_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:  # joining a cluster later in this process must use the real address again
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        if previous is None:
+            os.environ.pop(LOOPBACK_SWITCH, None)
+        else:
+            os.environ[LOOPBACK_SWITCH] = previous
 
 
 def make_executor(run: Run) -> Executor:

@@ -93,8 +93,8 @@ def _unreadable(url: str, error: Exception) -> DiffsearchError:
                            "if the file is corrupt, restore it from a copy or move it aside to start over")
 
 
-def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]):
-    """Create or load the study; a loaded one must have been created by the same search config."""
+def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any], objectives: int = 1):
+    """Create or load the study (``objectives`` minimised values per trial); a loaded one must have been created by the same search config."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -102,7 +102,7 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
     check_storage_url(url)
     check_storage(name, storage)
     try:
-        study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, directions=["minimize"] * objectives, load_if_exists=True)
         study.get_trials(deepcopy=False)  # reads every table: a corrupt file fails here, not mid-search
     except Exception as error:  # a bad URL, an unreachable database, a corrupt file
         raise _unreadable(url, error) from None
@@ -204,14 +204,20 @@ class Lease:
         except Exception:
             pass
 
+    def alive(self, driver: str) -> bool:
+        """True for this driver and for another whose lease is live."""
+        return driver == self.id or driver in self.others()
+
     def stale(self, trial) -> bool:
         """True when ``trial`` (RUNNING) belongs to no live driver: this one, or one whose lease expired."""
         owner = trial.user_attrs.get("driver")
         return owner is None or owner == self.id or owner not in self.others()
 
 
-def state_of(study) -> StudyState:
-    return StudyState(lambda key: study.user_attrs.get(key), study.set_user_attr)
+def state_of(study, lease: Lease | None = None) -> StudyState:
+    """The strategy's state in the study's user attrs; with a ``lease``, claims are claim-once across joined drivers."""
+    claim = None if lease is None else (lambda key: claim_once(study, key, lease.id, lease.alive))
+    return StudyState(lambda key: study.user_attrs.get(key), study.set_user_attr, claim)
 
 
 def history(study) -> list[Record]:
@@ -223,18 +229,19 @@ def history(study) -> list[Record]:
         candidate = trial.user_attrs.get("candidate")
         if candidate is None or trial.user_attrs.get("interrupted"):  # a killed attempt: its re-queued twin counts
             continue
-        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-        records.append(Record(trial.number, candidate, value, trial.user_attrs.get("fingerprint", ""), trial.user_attrs.get("tags", {})))
+        values = tuple(trial.values) if trial.state == optuna.trial.TrialState.COMPLETE else None
+        records.append(Record(trial.number, candidate, values[0] if values else None, trial.user_attrs.get("fingerprint", ""),
+                              trial.user_attrs.get("tags", {}), values))
     return records
 
 
-def completed_value(study, fingerprint: str) -> tuple[int, float] | None:
-    """(trial number, value) of a completed evaluation of the same candidate, if any."""
+def completed_value(study, fingerprint: str) -> tuple[int, list[float]] | None:
+    """(trial number, objective values) of a completed evaluation of the same candidate, if any."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if trial.user_attrs.get("fingerprint") == fingerprint and "duplicate_of" not in trial.user_attrs:
-            return trial.number, trial.value
+            return trial.number, list(trial.values)
     return None
 
 
@@ -247,8 +254,8 @@ def recover_stale(study, max_attempts: int = 2, lease: Lease | None = None) -> l
 
     trials = study.get_trials(deepcopy=False)
     attempts: dict[str, int] = {}
-    for trial in trials:
-        if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint"):
+    for trial in trials:  # runs killed on a candidate (a --time deadline's stop is not an attempt)
+        if trial.user_attrs.get("interrupted") and trial.user_attrs.get("fingerprint") and not trial.user_attrs.get("deadline"):
             attempts[trial.user_attrs["fingerprint"]] = attempts.get(trial.user_attrs["fingerprint"], 0) + 1
     for trial in (t for t in trials if t.state == optuna.trial.TrialState.RUNNING and (lease is None or lease.stale(t))):
         fingerprint = trial.user_attrs.get("fingerprint")
@@ -267,6 +274,15 @@ def _fail_stale(study, trial, attempts: int, max_attempts: int) -> None:
     study._storage.set_trial_user_attr(trial._trial_id, "error", error)
     study._storage.set_trial_user_attr(trial._trial_id, "attempts" if given_up else "interrupted", attempts if given_up else True)
     study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def mark_interrupted(study, trial, reason: str) -> None:
+    """Fail a trial the ``--time`` deadline stopped as ``interrupted`` (re-queued on resume; not counted as an attempt)."""
+    import optuna
+
+    for key, value in (("interrupted", True), ("deadline", True), ("error", reason)):
+        trial.set_user_attr(key, value)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def _requeue(study) -> list[dict[str, Any]]:
@@ -352,6 +368,102 @@ def trial_results(study) -> list[dict[str, Any]]:
         if "duplicate_of" in trial.user_attrs:
             continue
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
-        rows.append({"number": trial.number, "value": trial.value, "result": trial.user_attrs.get("result") or {},
+        rows.append({"number": trial.number, "value": trial.values[0], "result": trial.user_attrs.get("result") or {},
                      "seconds": seconds, "label": (trial.user_attrs.get("tags") or {}).get("label")})
     return rows
+
+
+# The final stage's held-out evaluations, stored one by one as they complete (a resume reuses them).
+
+HELDOUT_PREFIX = "final:heldout:"
+
+
+def heldout_key(spec: dict[str, Any]) -> str:
+    """``final:heldout:<sha256>`` of one held-out evaluation's spec (candidate, seed, samples, metrics, version)."""
+    import hashlib
+
+    from diffsearch._version import __version__
+
+    text = json.dumps({**spec, "version": str(__version__)}, sort_keys=True, default=str)
+    return HELDOUT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def remembered(study, key: str, compute) -> dict[str, Any]:
+    """The result stored under ``key`` (marked ``restored``), else ``compute()``, stored when it is ``ok``."""
+    stored = study.user_attrs.get(key)
+    if isinstance(stored, dict) and stored.get("status") == "ok":
+        return {**stored, "restored": True}
+    result = compute()
+    if result.get("status") == "ok":
+        study.set_user_attr(key, json_safe(result))
+    return result
+
+
+# Claim-once: several joined drivers, one builder of each shared piece of work (an s3 stage).
+
+_CLAIM_LOCK = threading.Lock()
+
+
+def _insert_once(study, key: str, owner: str) -> str:
+    """Write ``key = owner`` unless ``key`` exists (atomically across drivers); the holder of ``key`` afterwards."""
+    import optuna
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        _insert_row(backend, study._study_id, key, owner)
+    elif isinstance(backend, optuna.storages.journal.JournalFileBackend):
+        _insert_locked(study, backend, key, owner)
+    else:  # in-memory storage: one process
+        with _CLAIM_LOCK:
+            if key not in study.user_attrs:
+                study.set_user_attr(key, owner)
+    return study.user_attrs[key]
+
+
+def _insert_row(rdb, study_id: int, key: str, owner: str) -> None:
+    """INSERT of a study user attr; the (study_id, key) unique constraint refuses every writer but the first."""
+    from optuna.storages._rdb import models
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for wait in (0.1, 0.2, 0.5, 1, 2, 4, 8, 16, None):  # a locked SQLite file: retry for about 30 s
+        session = rdb.scoped_session()
+        try:
+            session.add(models.StudyUserAttributeModel(study_id=study_id, key=key, value_json=json.dumps(owner)))
+            session.commit()
+            return
+        except IntegrityError:
+            session.rollback()
+            return
+        except OperationalError:
+            session.rollback()
+            if wait is None:
+                raise
+            time.sleep(wait)
+        finally:
+            session.close()
+
+
+def _insert_locked(study, backend, key: str, owner: str) -> None:
+    """Check-and-set under a lock file beside the journal (Optuna's own lock, on ``<log>.claims``)."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    lock = JournalFileOpenLock(backend._file_path + ".claims")
+    while not lock.acquire():
+        time.sleep(0.05)
+    try:
+        if key not in study.user_attrs:
+            study.set_user_attr(key, owner)
+    finally:
+        lock.release()
+
+
+def claim_once(study, key: str, owner: str, alive) -> bool:
+    """True when ``owner`` holds ``key`` (it claimed it first); a holder that is not ``alive(holder)`` any more is
+    superseded by a claim of ``key#2``, ``key#3``, ... so that work a dead driver claimed is not lost."""
+    for attempt in range(1, 1000):
+        holder = _insert_once(study, key if attempt == 1 else f"{key}#{attempt}", owner)
+        if holder == owner:
+            return True
+        if alive(holder):
+            return False
+    raise RuntimeError(f"claim {key}: 1000 dead holders")

@@ -31,16 +31,18 @@ class Record:
 
     number: int
     candidate: Candidate
-    value: float | None
+    value: float | None  # the metric (the first objective)
     fingerprint: str
     tags: dict[str, Any]
+    values: tuple[float, ...] | None = None  # every objective (the metric, then the costs) of a completed trial
 
 
 class StudyState:
     """Key-value state a strategy keeps in the study (a dict in memory; Optuna user attrs on disk)."""
 
-    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None]) -> None:
+    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None], claim: Callable[[str], bool] | None = None) -> None:
         self.get, self.set = get, set_
+        self.claim = claim or (lambda key: True)  # True when this driver may build the work named ``key`` (claim-once)
 
 
 class NoOptions(BaseModel):
@@ -91,6 +93,7 @@ class Strategy(ABC):
     """Propose the next candidate from the history of evaluated ones."""
 
     Options: type[BaseModel] = NoOptions
+    several_objectives = False  # True: keeps a Pareto front when the study has several objectives (``--objectives``)
 
     def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
         self.space, self.seed = space, seed
@@ -132,6 +135,8 @@ def completed(history: list[Record]) -> list[Record]:
 class RandomStrategy(Strategy):
     """Uniform random candidates from the space."""
 
+    several_objectives = True
+
     def next_candidate(self, history, params, rng, state):
         return self.space.sample(rng), {"origin": "random"}
 
@@ -158,16 +163,40 @@ def bred(space: SearchSpace, population: list[Record], rng: np.random.Generator,
 
 @STRATEGIES.register("evolution")
 class EvolutionStrategy(Strategy):
-    """Regularized (aging) evolution: the population is the newest ``population`` evaluations."""
+    """Regularized (aging) evolution: the population is the newest ``population`` evaluations. With several
+    objectives, NSGA-II's elitist selection instead: the ``population`` best of every evaluation by
+    non-dominated front and crowding distance, parents by the crowded-comparison tournament."""
 
     Options = EvolutionOptions
+    several_objectives = True
 
     def next_candidate(self, history, params, rng, state):
-        population = completed(history)[-int(self.options.get("population", 20)) :]
-        if len(population) < 2:
+        done = completed(history)
+        if len(done) < 2:
             return self.space.sample(rng), {"origin": "random"}
-        child = offspring(self.space, population, rng, int(self.options.get("tournament", 5)), float(self.options.get("crossover", 0.3)))
+        tournament_size, crossover = int(self.options.get("tournament", 5)), float(self.options.get("crossover", 0.3))
+        if done[0].values is not None and len(done[0].values) > 1:
+            population = nsga2_population(done, int(self.options.get("population", 20)))
+            return bred(self.space, population, rng, tournament_size, crossover)[0], {"origin": "nsga2"}
+        child = offspring(self.space, done[-int(self.options.get("population", 20)) :], rng, tournament_size, crossover)
         return child, {"origin": "mutation"}
+
+
+def nsga2_population(done: list[Record], size: int) -> list[Record]:
+    """NSGA-II's (mu + lambda) survivors: distinct evaluated candidates with finite objectives, best ``size`` by
+    the crowded comparison, as records whose ``value`` is their selection rank (for ``tournament``)."""
+    from dataclasses import replace
+
+    from diffsearch.search.pareto import nsga2_order
+
+    distinct = list({r.fingerprint: r for r in done if all(np.isfinite(v) for v in r.values)}.values())
+    if len(distinct) < 2:
+        return done
+    order = nsga2_order(np.asarray([r.values for r in distinct]))[:size]
+    return [replace(distinct[i], value=float(position)) for position, i in enumerate(order)]
+
+
+CLAIM_POLL_S = 0.5  # how often a joined s3 driver looks for the stage another driver claimed
 
 
 @STRATEGIES.register("s3")
@@ -198,19 +227,25 @@ class S3Strategy(Strategy):
         """Proxy values of ``candidates``, stored in the study under ``key`` as they are computed: a resumed
         run reuses them, and one that keeps killing the run fails after ``max_attempts``."""
         from diffsearch.predictors.gating import proxy_values
+        from diffsearch.search.executors import DeadlineReached
 
         stored = dict(self._get(state, key) or {})
         todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
         chunk = max(getattr(self.run_batch, "slots", 1), 1)
         for begin in range(0, len(todo), chunk):
-            batch = todo[begin : begin + chunk]
+            batch, before = todo[begin : begin + chunk], dict(stored)
             for candidate in batch:  # record the attempt before it runs: a crash here is counted on resume
                 entry = stored.get(candidate_fingerprint(candidate), {})
                 attempts = entry.get("attempts", 0) + 1
                 stored[candidate_fingerprint(candidate)] = {"attempts": attempts, **({"value": None} if attempts > self.max_attempts else {})}
             self._set(state, key, dict(stored))
             runnable = [c for c in batch if "value" not in stored[candidate_fingerprint(c)]]
-            for candidate, value in zip(runnable, proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []):
+            try:
+                values = proxy_values(self.space, runnable, self.policy, samples, self.run_batch) if runnable else []
+            except DeadlineReached:  # the --time deadline, not the candidates: their attempts do not count
+                self._set(state, key, before)
+                raise
+            for candidate, value in zip(runnable, values):
                 stored[candidate_fingerprint(candidate)] = {**stored[candidate_fingerprint(candidate)], "value": value}
             self._set(state, key, dict(stored))
         self._killed |= {fp for fp, entry in stored.items() if entry.get("attempts", 0) > self.max_attempts}
@@ -240,20 +275,35 @@ class S3Strategy(Strategy):
 
     def propose(self, history, params, rng, state):
         """Ungated: presets first, as every strategy; gated: the presets too go through the proxy gate (stage 0)."""
-        if self.policy is None or self._get(state, "s3:stage") is not None:
-            return super().propose(history, params, rng, state) if self.policy is None else self.next_candidate(history, params, rng, state)
-        self._initial_stage(history, rng, state)
+        if self.policy is None:
+            return super().propose(history, params, rng, state)
+        if self._get(state, "s3:stage") is None:
+            self._build(state, 0, lambda: self._initial_stage(history, rng, state))
         return self.next_candidate(history, params, rng, state)
 
     def next_candidate(self, history, params, rng, state):
         stage = int(self._get(state, "s3:stage") or 0)
         queue = self._get(state, f"s3:queue:{stage}") or []
         used = sum(1 for record in history if record.tags.get("stage") == stage)
-        if used >= len(queue):
-            stage, queue = self._new_stage(history, rng, state, stage + 1)
-            used = 0
+        while used >= len(queue):  # joined drivers: the next stage may be built (or being built) by another
+            stage += 1
+            queue = self._build(state, stage, lambda: self._new_stage(history, rng, state, stage))
+            used = sum(1 for record in history if record.tags.get("stage") == stage)
         tags = (self._get(state, f"s3:tags:{stage}") or [{}] * len(queue))[used]
         return queue[used], {"origin": "s3", **tags, "stage": stage}
+
+    def _build(self, state, stage: int, build) -> list[Candidate]:
+        """Stage ``stage``'s queue, built once: here when this driver claims ``s3:build:<stage>`` first, else read
+        when the claiming driver has saved it (its ``s3:stats:<stage>`` is written last but one)."""
+        while True:
+            for key in (f"s3:queue:{stage}", f"s3:tags:{stage}", f"s3:stats:{stage}"):
+                self._memo.pop(key, None)  # another driver may have written them since this one read
+            if self._get(state, f"s3:stats:{stage}") is not None:
+                return self._get(state, f"s3:queue:{stage}") or []
+            if state.claim(f"s3:build:{stage}") and self._get(state, f"s3:stats:{stage}") is None:
+                build()
+                return self._get(state, f"s3:queue:{stage}") or []
+            time.sleep(CLAIM_POLL_S)
 
     def _offspring(self, history, rng) -> list[Candidate]:
         """Distinct unseen mutants of the best ``parents`` evaluated candidates."""
@@ -377,7 +427,10 @@ class S3Strategy(Strategy):
 
 
 class OptunaStrategy(Strategy):
-    """One of Optuna's samplers through ask/tell over the space's fixed parameter names."""
+    """One of Optuna's samplers through ask/tell over the space's fixed parameter names (each keeps a
+    Pareto front itself in a multi-objective study)."""
+
+    several_objectives = True
 
     def distributions(self, history):
         return None if self.pending_initial(history) is not None else self.space.distributions()
@@ -412,7 +465,7 @@ class GPStrategy(OptunaStrategy):
 
 @STRATEGIES.register("nsga2")
 class NSGA2Strategy(OptunaStrategy):
-    """Optuna's NSGA-II genetic algorithm (single objective here: the search metric)."""
+    """Optuna's NSGA-II genetic algorithm: non-dominated sorting over every objective (one: the metric)."""
 
     Options = PopulationOptions
 

@@ -66,7 +66,8 @@ class Plan(BaseModel):
         """sha256 (16 hex) over the schedule and the canonical network configurations."""
         if self.full_network:
             return schedule_fingerprint(self.schedule)
-        network = [{"kind": c.kind, "modes": c.active()} if isinstance(c, BlocksConfig) else c.model_dump(mode="json")
+        network = [{"kind": c.kind, "modes": c.active()} if isinstance(c, BlocksConfig)
+                   else c.model_dump(mode="json") if isinstance(c, SubnetConfig) else {"kind": c.kind, **c.active()}
                    for c in self.network]
         payload = {"schedule": _schedule_payload(self.schedule), "network": network}
         return _digest(payload)
