@@ -22,29 +22,13 @@ from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.loading import load_model
 from diffsearch.search import storage
 from diffsearch.search.config import RunConfig, parse_duration, validate_config
+from diffsearch.search.records import Run
 from diffsearch.search.strategies import STRATEGIES, Strategy
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, build_space, candidate_fingerprint
 from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.schedule import Schedule
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass
-class Run:
-    """The pieces of one search, resolved from its config."""
-
-    config: RunConfig
-    model: Denoiser
-    space: SearchSpace
-    strategy: Strategy
-    study: Any
-    metric: str
-    search_samples: int
-    final_samples: int
-    cache: Any = None
-    executor: Any = None
-    lease: Any = None  # storage.Lease while the search loop holds the study
 
 
 @dataclass(frozen=True)

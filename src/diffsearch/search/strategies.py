@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -19,28 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffsearch.errors import DiffsearchError
 from diffsearch.predictors.gating import GatePolicy
 from diffsearch.registry import Registry
+from diffsearch.search.records import Record, StudyState
 from diffsearch.spaces.base import Candidate, SearchSpace, candidate_fingerprint
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One finished or running trial as strategies see it."""
-
-    number: int
-    candidate: Candidate
-    value: float | None
-    fingerprint: str
-    tags: dict[str, Any]
-
-
-class StudyState:
-    """Key-value state a strategy keeps in the study (a dict in memory; Optuna user attrs on disk)."""
-
-    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None]) -> None:
-        self.get, self.set = get, set_
 
 
 class NoOptions(BaseModel):
