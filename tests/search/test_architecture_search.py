@@ -52,7 +52,7 @@ def test_search_run_on_a_diffusers_unet_directory_with_the_architecture_space(tm
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     out = tmp_path / "best.json"
     arguments = ["run", "--model", f"diffusers:{tmp_path / 'pipe'}", "--space", "architecture", "--budget", "60%macs", "--nfe", "3",
-                 "--strategy", "random", "--evals", "4", "--samples", "32", "--final-samples", "32", "--final-seeds", "2",
+                 "--strategy", "random", "--evals", "3", "--samples", "32", "--final-samples", "32", "--final-seeds", "2",
                  "--metric", "teacher_error", "--storage", f"sqlite:///{tmp_path}/study.db", "--out", str(out), "--no-progress"]
     outcome = CliRunner().invoke(app, arguments)
     assert outcome.exit_code == 0, outcome.output
