@@ -204,35 +204,25 @@ def reference_limit(model: Denoiser, fraction: float, nfe: int) -> float:
     return fraction * macs_per_call(model) * nfe
 
 
-@SPACES.register("architecture")
-class ArchitectureSpace(SearchSpace):
-    """Per-evaluation block modes for one preset schedule (``nfe``, ``solver``, ``spacing`` options) under ``N%macs``.
+class BlockSpace(SearchSpace):
+    """What the block spaces share: the MACs budget over the reference schedule of ``nfe`` evaluations, and the costs."""
 
-    A candidate is ``{"nfe": k, "modes": [[mode per block] per evaluation]}``; ``k`` is the space's ``nfe`` except
-    for the shorter full-network baseline (fewer NFE at the same MACs), which operators keep as it is.
-    """
-
-    name = "architecture"
     budget_units = ("%macs",)
     example = {"model": "digits", "budget": "60%macs", "space_options": {"nfe": 4}}
 
-    def __init__(self, model: Denoiser, budget: Budget, nfe: int = DEFAULT_NFE, solver: str = DEFAULT_SOLVER,
-                 spacing: str = DEFAULT_SPACING, **options: Any) -> None:
-        super().__init__(model, budget, nfe=nfe, solver=solver, spacing=spacing, **options)
+    def _block_modes(self, model: Denoiser, budget: Budget, nfe: int, solver: str) -> BlockModes:
+        """Check the model, budget, solver and NFE (one-line errors), and the block modes under the budget."""
         require_blocks(model, self.name)
         fraction = require_macs_budget(budget, self.name)
         PRESETS.get(solver)
         if not isinstance(nfe, int) or not 1 <= nfe <= 100:
             raise DiffsearchError(f"space {self.name}: space option nfe {nfe!r} must be a whole number from 1 to 100")
-        self.nfe, self.solver, self.spacing, self.ns = nfe, solver, spacing, model.noise_schedule
-        self.blocks = BlockModes(model, reference_limit(model, fraction, nfe))
-        self._schedules: dict[int, Schedule] = {}
-        self._check_feasible()
-
-    def _check_feasible(self) -> None:
-        floor = self.blocks.macs([["skip"] * len(self.blocks.names)] * self.nfe)
-        if floor > self.blocks.limit:
-            raise DiffsearchError(f"--budget {self.budget}: even every block skipped costs {100 * floor / self.blocks.limit * self.budget.value / 100:.3g}%macs")
+        blocks = BlockModes(model, reference_limit(model, fraction, nfe))
+        skipped = blocks.macs([["skip"] * len(blocks.names)] * nfe)
+        if skipped > blocks.limit:
+            raise DiffsearchError(f"--budget {budget}: even every block skipped at every step costs "
+                                  f"{100 * skipped / (blocks.limit / fraction):.3g}%macs")
+        return blocks
 
     def reference_nfe(self) -> int:
         return self.nfe
@@ -240,14 +230,32 @@ class ArchitectureSpace(SearchSpace):
     def cost(self, candidate: Candidate) -> dict[str, float]:
         return self.blocks.cost(candidate["modes"], self.nfe)
 
+    def shorter_nfe(self) -> int:
+        """The most NFE of the full network within the budget (fewer NFE at equal MACs)."""
+        return int(np.floor(self.blocks.limit / self.blocks.macs(self.blocks.all_run(1)) + 1e-9))
+
+
+@SPACES.register("architecture")
+class ArchitectureSpace(BlockSpace):
+    """Per-evaluation block modes for one preset schedule (``nfe``, ``solver``, ``spacing`` options) under ``N%macs``.
+
+    A candidate is ``{"nfe": k, "modes": [[mode per block] per evaluation]}``; ``k`` is the space's ``nfe`` except
+    for the shorter full-network baseline (fewer NFE at the same MACs), which operators keep as it is.
+    """
+
+    name = "architecture"
+
+    def __init__(self, model: Denoiser, budget: Budget, nfe: int = DEFAULT_NFE, solver: str = DEFAULT_SOLVER,
+                 spacing: str = DEFAULT_SPACING, **options: Any) -> None:
+        super().__init__(model, budget, nfe=nfe, solver=solver, spacing=spacing, **options)
+        self.blocks = self._block_modes(model, budget, nfe, solver)
+        self.nfe, self.solver, self.spacing, self.ns = nfe, solver, spacing, model.noise_schedule
+        self._schedules: dict[int, Schedule] = {}
+
     def schedule(self, nfe: int) -> Schedule:
         if nfe not in self._schedules:
             self._schedules[nfe] = preset_schedule(self.solver, nfe, self.ns, self.spacing, model=self.model)
         return self._schedules[nfe]
-
-    def shorter_nfe(self) -> int:
-        """The most NFE of the full network within the budget (fewer NFE at equal MACs)."""
-        return int(np.floor(self.blocks.limit / self.blocks.macs(self.blocks.all_run(1)) + 1e-9))
 
     def initial(self) -> list[tuple[str, Candidate]]:
         rows = self.blocks.deepcache(self.nfe) + self.blocks.uniform_skips(self.nfe)
@@ -292,7 +300,7 @@ class ArchitectureSpace(SearchSpace):
         return copy.deepcopy(candidate)
 
 
-class JointArchitectureSpace(SearchSpace):
+class JointArchitectureSpace(BlockSpace):
     """A schedule space (``inner``, one per NFE) and per-evaluation block modes together, under a MACs budget.
 
     A candidate is ``{"nfe": k, "schedule": <inner candidate at k NFE>, "modes": [...]}``; ``k`` runs from
@@ -301,28 +309,18 @@ class JointArchitectureSpace(SearchSpace):
     """
 
     inner = ""
-    budget_units = ("%macs",)
 
     def __init__(self, model: Denoiser, budget: Budget, nfe: int = DEFAULT_NFE, solver: str = DEFAULT_SOLVER,
                  spacing: str = DEFAULT_SPACING, min_nfe: int | None = None, max_nfe: int | None = None, **options: Any) -> None:
         super().__init__(model, budget, nfe=nfe, solver=solver, spacing=spacing, min_nfe=min_nfe, max_nfe=max_nfe, **options)
-        require_blocks(model, self.name)
-        fraction = require_macs_budget(budget, self.name)
-        PRESETS.get(solver)
+        self.blocks = self._block_modes(model, budget, nfe, solver)
         self.nfe, self.solver, self.spacing, self.inner_options = nfe, solver, spacing, options
-        self.blocks = BlockModes(model, reference_limit(model, fraction, nfe))
         skipped = self.blocks.macs([["skip"] * len(self.blocks.names)])
         self.max_nfe = int(max_nfe or min(2 * nfe, np.floor(self.blocks.limit / skipped + 1e-9)))
         self.min_nfe = int(min_nfe or max(1, nfe // 2))
         if not 1 <= self.min_nfe <= self.max_nfe:
             raise DiffsearchError(f"space {self.name}: no number of steps from {self.min_nfe} to {self.max_nfe} fits --budget {budget}")
         self._inner: dict[int, SearchSpace] = {}
-
-    def reference_nfe(self) -> int:
-        return self.nfe
-
-    def cost(self, candidate: Candidate) -> dict[str, float]:
-        return self.blocks.cost(candidate["modes"], self.nfe)
 
     def inner_space(self, nfe: int) -> SearchSpace:
         """The schedule space at ``nfe`` NFE (built once)."""
@@ -341,7 +339,7 @@ class JointArchitectureSpace(SearchSpace):
         label, schedule = self.preset(self.nfe)
         rows = self.blocks.deepcache(self.nfe) + self.blocks.uniform_skips(self.nfe)
         result = [(f"{name}|{label}", {"nfe": self.nfe, "schedule": schedule, "modes": modes}) for name, modes in rows]
-        shorter = int(np.floor(self.blocks.limit / self.blocks.macs(self.blocks.all_run(1)) + 1e-9))
+        shorter = self.shorter_nfe()
         if self.min_nfe <= shorter < self.nfe:
             label, schedule = self.preset(shorter)
             result.append((f"shorter:{label.removeprefix('preset:')}:{shorter}nfe", {"nfe": shorter, "schedule": schedule,
@@ -416,7 +414,6 @@ class TimestepsArchitectureSpace(JointArchitectureSpace):
 
     name = "timesteps+architecture"
     inner = "timesteps"
-    example = {"model": "digits", "budget": "60%macs", "space_options": {"nfe": 4}}
 
 
 @SPACES.register("solver_schedule+architecture")
@@ -425,4 +422,3 @@ class SolverScheduleArchitectureSpace(JointArchitectureSpace):
 
     name = "solver_schedule+architecture"
     inner = "solver_schedule"
-    example = {"model": "digits", "budget": "60%macs", "space_options": {"nfe": 4}}
