@@ -224,6 +224,7 @@ def search_loop(run: Run) -> None:
     evals = run.config.evals or 10**9
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
     inflight: dict[int, Any] = {}
+    failures = FailFast(storage.count_evaluations(run.study))
 
     def may_ask() -> bool:
         return (len(inflight) < run.executor.slots and time.monotonic() < deadline and len(run.study.trials) < budget_of_trials
@@ -244,9 +245,34 @@ def search_loop(run: Run) -> None:
                     break
                 number, result = run.executor.next_result()
                 _tell_owned(run, inflight.pop(number), result)
+                failures.check(result, run.metric)
                 update()
         finally:
             run.executor.close()
+
+
+FAIL_FAST = 20
+
+
+class FailFast:
+    """Stop a search whose first ``FAIL_FAST`` evaluations all failed (a broken model, an infeasible budget), naming
+    their most common reason in one line, instead of running every remaining trial into the same failure."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.succeeded, self.reasons = counts["expensive"] > 0, [] if counts["expensive"] else ["(earlier)"] * counts["failed"]
+
+    def check(self, result: dict[str, Any], metric: str) -> None:
+        value = result.get(metric)
+        if result.get("status") == "ok" and value is not None and math.isfinite(value):
+            self.succeeded = True
+        if self.succeeded:
+            return
+        self.reasons.append(str(result.get("error") or f"{metric} is not finite").splitlines()[0])
+        if len(self.reasons) >= FAIL_FAST:
+            known = [reason for reason in self.reasons if reason != "(earlier)"] or self.reasons
+            reason = max(set(known), key=known.count)
+            raise DiffsearchError(f"the first {len(self.reasons)} evaluations all failed ({known.count(reason)} of them: {reason}); "
+                                  "stopping the search")
 
 
 class _progress:

@@ -242,8 +242,8 @@ class S3Strategy(Strategy):
         parents = sorted(completed(history), key=lambda record: record.value)[: int(self.options.get("parents", 15))]
         seen = {record.fingerprint for record in history}
         pool: dict[str, Candidate] = {}
-        for _ in range(int(self.options.get("mutants", 200))):
-            child, operator = bred(self.space, parents, rng, 3, 0.3)
+        for _ in range(int(self.options.get("mutants", 200))):  # no candidate succeeded yet: random ones instead of mutants
+            child, operator = bred(self.space, parents, rng, 3, 0.3) if parents else (self.space.sample(rng), "random")
             fingerprint = candidate_fingerprint(child)
             if fingerprint not in seen and fingerprint not in pool:
                 pool[fingerprint] = child
@@ -347,6 +347,8 @@ class S3Strategy(Strategy):
         from diffsearch.predictors.pretrain import train_predictor
 
         proxies = self._proxy_pool(state, stage)
+        if not done and not proxies:  # nothing succeeded yet: no labels to learn from, every candidate ranks alike
+            return np.zeros(len(candidates)), np.zeros(len(candidates))
         labelled = (self._encode([r.candidate for r in done]), np.asarray([r.value for r in done]), np.full(len(done), self._nfe()))
         pool = (self._encode([p["candidate"] for p in proxies]), np.asarray([p["value"] for p in proxies]), np.full(len(proxies), self._nfe())) if proxies else None
         predictor = train_predictor(self.predictor, labelled, pool, seed=self.seed)
