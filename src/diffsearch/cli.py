@@ -244,6 +244,7 @@ def run_command(
     evals: Annotated[Optional[int], typer.Option("--evals", help="Expensive evaluations in total, at least 1 (default 120).")] = None,
     time_limit: Annotated[Optional[str], typer.Option("--time", help="Wall-clock limit of this invocation, e.g. 30m.")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="Objective metric (default: the model's first).")] = None,
+    objectives: Annotated[Optional[str], typer.Option("--objectives", help="Pareto search: METRIC,COST[,COST], costs macs, seconds, nfe (e.g. teacher_error,nfe); an NFE budget becomes an upper bound.")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per search evaluation.")] = None,
     final_samples: Annotated[Optional[int], typer.Option("--final-samples", min=2, help="Samples per held-out noise set in the final stage.")] = None,
     final_seeds: Annotated[Optional[int], typer.Option("--final-seeds", help="Held-out noise sets in the final stage (default 3): paired comparison, mean and 95% interval.")] = None,
@@ -274,7 +275,7 @@ def run_command(
     from diffsearch.search.runner import run_search
 
     overrides = {"model": model, "space": space, "budget": budget, "strategy": strategy, "evals": evals,
-                 "time": time_limit, "metric": metric, "search_samples": samples, "final_samples": final_samples,
+                 "time": time_limit, "metric": metric, "objectives": objectives, "search_samples": samples, "final_samples": final_samples,
                  "final_seeds": final_seeds, "features": features,
                  "seed": seed, "guidance": guidance, "reference": reference, "solver": solver, "study": study, "storage": storage, "out": out,
                  "progress": False if no_progress else None, "executor": executor, "workers": workers,
@@ -303,8 +304,24 @@ def _print_summary(result) -> None:
     title = (f"held-out {objective}{features}, {len(heldout.get('seeds') or [])} noise sets "
              f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
     _print_rows(rows, False, title=title)
-    typer.echo(_closing_line(metrics, result.schedule.provenance))
+    if metrics.get("pareto"):
+        _print_front(metrics["pareto"], objective, heldout)
+    else:
+        typer.echo(_closing_line(metrics, result.schedule.provenance))
     typer.echo(f"wrote {result.path}")
+
+
+def _print_front(pareto: dict[str, Any], objective: str, heldout: dict[str, Any]) -> None:
+    """The held-out front and each preset against the best searched member at its cost or below."""
+    costs = pareto["objectives"][1:]
+    rows = [{"schedule": m["label"] or f"trial {m['trial']}", **{c: m["costs"].get(c) for c in costs},
+             objective: f"{m['heldout'][objective]:.4g} +- {m['heldout']['std']:.2g}", "front": "yes" if m["heldout_front"] else ""}
+            for m in sorted(pareto["members"], key=lambda m: tuple(m["costs"].get(c) or 0.0 for c in costs))]
+    _print_rows(rows, False, title=f"held-out front and presets ({len(heldout.get('seeds') or [])} noise sets x {heldout.get('samples')} samples)")
+    for comparison in pareto["comparisons"]:
+        where = ", ".join(f"{c} {comparison['costs'][c]:.4g}" for c in costs)
+        text = "no searched member at this cost or below" if comparison["member"] is None else _verdict(comparison)
+        typer.echo(f"{comparison['label']} ({where}): {text}")
 
 
 def _summary_row(name: str, heldout: dict[str, Any], objective: str) -> dict[str, Any]:
@@ -345,12 +362,13 @@ def export_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="The study's model, named again: needed to import a plug-in model.")] = None,
     trust_study: Annotated[bool, typer.Option("--trust-study", help="Import the plug-in model the study names (it is code).")] = False,
+    budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Pareto studies: the best front member at or under this cost, e.g. 8nfe or 50%macs.")] = None,
 ) -> None:
     """Write the best schedule of a finished study as a diffsearch.schedule/v1 artifact."""
     from diffsearch.search.runner import export_study
 
     _setup_torch()
-    typer.echo(f"wrote {export_study(study, storage, out, model, trust_study)}")
+    typer.echo(f"wrote {export_study(study, storage, out, model, trust_study, budget)}")
 
 
 @app.command("show")
@@ -359,18 +377,25 @@ def show_command(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Candidates to list.")] = 10,
     plots: Annotated[Optional[str], typer.Option("--plots", help="Folder for PNG plots (default runs/<study>/).")] = None,
+    plot: Annotated[Optional[str], typer.Option("--plot", help="Pareto studies: PNG of quality against cost, front and presets (e.g. pareto.png).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Top candidates of a study, and PNG plots (best-so-far; metric against NFE across studies)."""
+    """Top candidates of a study, and PNG plots (best-so-far; metric against NFE across studies; a Pareto front)."""
+    from diffsearch.search.pareto_report import pareto_tables
     from diffsearch.search.report import study_report
 
+    fronts, front_plot = pareto_tables(study, storage, plot)
     tables, written, legend = study_report(study, storage, top, plots)
+    tables["front"] = fronts
+    written += front_plot
     if as_json:
         typer.echo(json.dumps(tables, indent=2, default=str))
         return
     _print_rows(tables["candidates"], False, title=f"top {top} candidates of {', '.join(study)} ({legend})")
     if tables["stages"]:
         _print_rows(tables["stages"], False, title=f"s3 stages of {', '.join(study)}")
+    if fronts:
+        _print_rows(fronts, False, title=f"Pareto front of {', '.join(study)} (then the presets off it)")
     for path in written:
         typer.echo(f"wrote {path}")
 

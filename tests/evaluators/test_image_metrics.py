@@ -172,3 +172,13 @@ def test_fid_of_real_digits_is_small_and_of_noise_is_large(digits, tmp_path):
     assert kid(train[:360], reference, "digits", subset_size=200, subsets=10)[0] < 0.01 * kid(
         torch.rand(360, 1, 8, 8) * 2 - 1, reference, "digits", subset_size=200, subsets=10
     )[0]
+
+
+def test_kid_over_subsets_equals_the_subset_by_subset_definition():
+    """The kernel matrices are computed once and subsets summed from them: the same values as MMD^2 per subset pair."""
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(0.1, 1.0, size=(120, 6)), rng.normal(size=(90, 6))
+    draw = np.random.default_rng(4)
+    expected = [polynomial_mmd2(x[draw.choice(120, 50, replace=False)], y[draw.choice(90, 50, replace=False)]) for _ in range(7)]
+    mean, std = kid_from_features(x, y, subset_size=50, subsets=7, seed=4)
+    assert mean == pytest.approx(np.mean(expected), rel=1e-12) and std == pytest.approx(np.std(expected), rel=1e-10)

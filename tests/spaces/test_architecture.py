@@ -74,3 +74,10 @@ def test_bad_candidates_and_budgets_are_one_line_errors(digits):
             space.validate(broken)
     with pytest.raises(DiffsearchError, match="every block skipped"):
         make(digits, "architecture", 1)
+
+
+def test_the_joint_spaces_min_nfe_option_reaches_them_through_build_space(digits):
+    from diffsearch.spaces.base import build_space
+
+    space = build_space(digits, {"space": "timesteps+architecture", "budget": "60%macs", "space_options": {"nfe": 6, "min_nfe": 5}})
+    assert space.name == "timesteps+architecture" and space.min_nfe == 5

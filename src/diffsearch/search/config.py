@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffsearch.errors import DiffsearchError
 
 DEFAULT_MODEL = "digits"
-RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "refine", "storage", "progress", "cache",
+RUN_LENGTH_FIELDS = ("evals", "time", "out", "final_samples", "final_top", "final_seeds", "final_front", "refine", "storage", "progress", "cache",
                      "executor", "workers", "gpus_per_worker", "ray_address", "max_retries", "device",
                      "max_attempts", "eval_timeout", "join")
 MAX_CONFIG_BYTES = 1_000_000
@@ -24,10 +24,13 @@ class RunConfig(BaseModel):
     model: str = Field(DEFAULT_MODEL, description="model spec: registered name, diffusers:<dir>, module:factory")
     space: str = Field("solver_schedule", description="search space (`search spaces`)")
     budget: str = Field("10nfe", description="candidate budget, e.g. 10nfe")
-    strategy: str = Field("s3", description="random, evolution, s3, tpe, gp, nsga2")
+    strategy: str = Field("s3", description="random, evolution, s3, tpe, gp, nsga2 (several objectives: default evolution)")
     evals: int | None = Field(120, ge=1, description="expensive evaluations in total (across resumes)")
     time: str | None = Field(None, description="wall-clock limit of this invocation, e.g. 30m, 90s, 1h")
     metric: str | None = Field(None, description="objective metric; default: the model's first metric")
+    objectives: list[str] | None = Field(None, description="a Pareto search: METRIC,COST[,COST] with costs macs, seconds, nfe "
+                                         "(e.g. teacher_error,nfe); an NFE budget becomes an upper bound; None: one objective, the metric")
+    final_front: int = Field(12, ge=2, le=200, description="several objectives: front members (evenly spread over the cost) re-scored on held-out noise")
     search_samples: int | None = Field(None, ge=2, description="samples per search evaluation (model default)")
     final_samples: int | None = Field(None, ge=2, description="held-out samples in the final stage (model default)")
     final_top: int = Field(3, ge=1, description="candidates re-scored on held-out noise")
@@ -74,7 +77,11 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _predictor_into_s3_options(cls, data: Any) -> Any:
-        """Hand ``predictor``, ``gating`` (and a proxy sample count below ``search_samples``) to s3 via ``strategy_options``."""
+        """Hand ``predictor``, ``gating`` (and a proxy sample count below ``search_samples``) to s3 via ``strategy_options``;
+        with several objectives and no strategy named, the strategy is ``evolution`` (NSGA-II selection; s3 ranks one value)."""
+        objectives = data.get("objectives") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("strategy") is None and len(objectives.split(",") if isinstance(objectives, str) else objectives or ()) > 1:
+            data = {**data, "strategy": "evolution"}
         if isinstance(data, dict) and data.get("strategy", "s3") == "s3":
             options = dict(data.get("strategy_options") or {})
             options.setdefault("predictor", data.get("predictor", "ensemble"))
@@ -83,6 +90,41 @@ class RunConfig(BaseModel):
                 options.setdefault("proxy_samples", max(32, int(data["search_samples"]) // 8))
             data = {**data, "strategy_options": options}
         return data
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objective_list(cls, value: Any) -> Any:
+        return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _several_objectives(self) -> RunConfig:
+        """Objectives named as METRIC,COST[,COST], agreeing with ``metric``, with a strategy that keeps a front."""
+        from diffsearch.search.pareto import check_objective_names
+
+        if self.objectives is None:
+            if (self.space_options or {}).get("min_nfe") is not None:
+                raise ValueError("space option min_nfe needs several objectives (e.g. --objectives teacher_error,nfe)")
+            return self
+        check_objective_names(self.objectives)
+        if self.metric is not None and self.metric != self.objectives[0]:
+            raise ValueError(f"metric {self.metric} and objectives {','.join(self.objectives)} disagree; name the metric once, first in objectives")
+        from diffsearch.search.strategies import STRATEGIES
+
+        if self.pareto and self.refine:
+            raise ValueError("refine keeps a finalist only if its one metric improves; it does not run with several objectives")
+        if self.pareto and self.strategy in STRATEGIES and not STRATEGIES.get(self.strategy).several_objectives:
+            several = ", ".join(name for name in STRATEGIES if STRATEGIES.get(name).several_objectives)
+            raise ValueError(f"strategy {self.strategy} searches one objective; with several objectives use {several}")
+        return self
+
+    @property
+    def pareto(self) -> bool:
+        """True for a search over several objectives (a Pareto front)."""
+        return self.objectives is not None and len(self.objectives) > 1
+
+    def objective_metric(self) -> str | None:
+        """The metric the search optimises, when the config names one."""
+        return self.objectives[0] if self.objectives else self.metric
 
     @model_validator(mode="after")
     def _parallel_needs_ray(self) -> RunConfig:
@@ -104,15 +146,23 @@ class RunConfig(BaseModel):
         model = re.sub(r"\.\.+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", self.model))[-64:]
         solver = f"-{self.solver}" if self.space == "timesteps" else ""
         budget = self.budget.replace("%", "pct")  # study names are file names: no % or +
-        return validate_study_name(f"{self.space.replace('+', '-')}{solver}-{budget}-{model}-{self.strategy}-seed{self.seed}")
+        objectives = "-" + "-".join(self.objectives) if self.pareto else ""
+        return validate_study_name(f"{self.space.replace('+', '-')}{solver}-{budget}-{model}-{self.strategy}{objectives}-seed{self.seed}")
 
     def space_settings(self) -> dict[str, Any]:
-        """What ``spaces.base.build_space`` needs (JSON: it travels to Ray actors and Tune trainables)."""
-        return {"space": self.space, "budget": self.budget, "space_options": dict(self.space_options), "solver": self.solver}
+        """What ``spaces.base.build_space`` needs (JSON: it travels to Ray actors and Tune trainables). With several
+        objectives an NFE budget is an upper bound: ``min_nfe`` (default half the budget) makes the space an NFE range."""
+        options = dict(self.space_options)
+        if self.pareto and self.budget.endswith("nfe") and options.get("min_nfe") is None:
+            from diffsearch.budget import nfe_budget
+            from diffsearch.spaces.nfe_range import default_min_nfe
+
+            options["min_nfe"] = default_min_nfe(nfe_budget(self.budget))
+        return {"space": self.space, "budget": self.budget, "space_options": options, "solver": self.solver}
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the search (a resumed study must agree on them)."""
-        return self.model_dump(mode="json", exclude=set(RUN_LENGTH_FIELDS) | {"study"})
+        """The fields that define the search (a resumed study must agree on them; one objective: as before objectives existed)."""
+        return self.model_dump(mode="json", exclude=set(RUN_LENGTH_FIELDS) | {"study"} | ({"objectives"} if self.objectives is None else set()))
 
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -22,9 +22,10 @@ class Record:
 
     number: int
     candidate: Candidate
-    value: float | None
+    value: float | None  # the metric (the first objective)
     fingerprint: str
     tags: dict[str, Any]
+    values: tuple[float, ...] | None = None  # every objective (the metric, then the costs) of a completed trial
 
 
 class StudyState:

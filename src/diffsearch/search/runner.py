@@ -53,12 +53,18 @@ def check_budget(config: RunConfig):
     return parse_budget(config.budget, SPACES.get(config.space).budget_units, f"space {config.space}")
 
 
+def check_objectives(config: RunConfig) -> None:
+    """The objective metric is registered (costs are checked with the config): before any model is loaded."""
+    if config.objectives:
+        METRICS.get(config.objectives[0])
+
+
 def resolve(config: RunConfig) -> tuple[Denoiser, SearchSpace, str]:
     """The model (on ``config.device``), the search space and the objective metric a config names."""
     check_budget(config)
     model = load_model(config.model).to(config.device)
     space = build_space(model, config.space_settings())
-    metric = config.metric or default_metrics(model, config.reference)[0]
+    metric = config.objective_metric() or default_metrics(model, config.reference)[0]
     METRICS.get(metric)
     if config.features:
         from diffsearch.evaluators.features import FEATURE_EXTRACTORS
@@ -84,9 +90,10 @@ def prepare(config: RunConfig) -> Run:
     """Resolve names to objects and open (or resume) the study."""
     model, space, metric = resolve(config)
     strategy = STRATEGIES.get(config.strategy)(space, seed=config.seed, **config.strategy_options)
-    study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity())
+    objectives = len(config.objectives) if config.pareto else 1
+    study = storage.open_study(config.study_name(), config.storage, strategy.optuna_sampler(), config.identity(), objectives)
     stored = (study.user_attrs.get("objective") or {}).get("metric")
-    if config.metric is None and stored is not None:  # a resumed study keeps the objective it was searched with
+    if config.objective_metric() is None and stored is not None:  # a resumed study keeps the objective it was searched with
         metric = stored
     from diffsearch.evaluators.cache import cache_for
     from diffsearch.search.executors import make_executor
@@ -118,7 +125,7 @@ def eval_timeout(run: Run) -> float:
     if run.config.eval_timeout:
         return parse_duration(run.config.eval_timeout)
     walls = [t.user_attrs["result"].get("wall_time_s") or 0.0 for t in run.study.get_trials(deepcopy=False)
-             if t.value is not None and isinstance(t.user_attrs.get("result"), dict)][:FIRST_EVALUATIONS]
+             if t.values is not None and isinstance(t.user_attrs.get("result"), dict)][:FIRST_EVALUATIONS]
     return max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * max(walls)) if walls else UNMEASURED_TIMEOUT_S
 
 
@@ -176,12 +183,22 @@ def tell_result(run: Run, trial, result: dict[str, Any]) -> None:
     if run.executor.slots > 1 and _told_duplicate(run, trial, trial.user_attrs["fingerprint"]):
         return  # a parallel twin finished first
     trial.set_user_attr("result", storage.json_safe(result))
-    value = result.get(run.metric)
-    if result["status"] != "ok" or value is None or not math.isfinite(value):
-        trial.set_user_attr("error", result.get("error", f"{run.metric} is not finite"))
+    values = objective_values(run, trial.user_attrs["candidate"], result) if result["status"] == "ok" else [math.nan]
+    if not all(math.isfinite(value) for value in values):
+        trial.set_user_attr("error", result.get("error", f"{', '.join(run.config.objectives or [run.metric])} not finite"))
         run.study.tell(trial, state=_failed())
         return
-    run.study.tell(trial, float(value))
+    run.study.tell(trial, values)
+
+
+def objective_values(run: Run, candidate: Candidate, result: dict[str, Any]) -> list[float]:
+    """What the study minimises for one evaluation: the metric, then (several objectives) each cost."""
+    if not run.config.pareto:
+        value = result.get(run.metric)
+        return [math.nan if value is None else float(value)]
+    from diffsearch.search.pareto import objective_values as vector
+
+    return vector(run.config.objectives, result, run.space.cost(candidate))
 
 
 def _tell_owned(run: Run, trial, result: dict[str, Any]) -> None:
@@ -301,6 +318,10 @@ class _progress:
 
 
 def _best_value(study) -> float:
+    """The best metric so far (with several objectives: the lowest first objective)."""
+    if len(study.directions) > 1:
+        values = [t.values[0] for t in study.get_trials(deepcopy=False) if t.values is not None]
+        return min(values) if values else math.nan
     try:
         return study.best_value
     except ValueError:
@@ -380,9 +401,13 @@ def final_stage(run: Run) -> dict[str, Any]:
     counts = storage.count_evaluations(run.study)
     settings = {"expensive": counts["expensive"], "final_samples": run.final_samples, "final_top": run.config.final_top,
                 "final_seeds": run.config.final_seeds, "refine": run.config.refine}
+    if run.config.pareto:
+        settings["final_front"] = run.config.final_front
     cached = run.study.user_attrs.get("final")
     if cached and all(cached.get(key) == value for key, value in settings.items()):
         return cached
+    if run.config.pareto:
+        return _store_final(run, pareto_stage(run, settings))
     ranked = _ranked(run)
     if not ranked:
         raise DiffsearchError(f"study {run.study.study_name}: no candidate evaluated successfully; nothing to export")
@@ -409,8 +434,42 @@ def final_stage(run: Run) -> dict[str, Any]:
         std = max((noise or {}).get("std", 0.0), baseline["heldout"]["std"])
         final["comparison"] = paired_comparison(best["heldout"]["values"], baseline["heldout"]["values"], std)
         final["comparison"]["same_candidate"] = best["trial"] == baseline["trial"]
+    return _store_final(run, final)
+
+
+def _store_final(run: Run, final: dict[str, Any]) -> dict[str, Any]:
     run.study.set_user_attr("final", storage.json_safe(final))
     return final
+
+
+def pareto_stage(run: Run, settings: dict[str, Any]) -> dict[str, Any]:
+    """Several objectives: re-score the search front (at most ``final_front`` members, spread over the cost) and the
+    best preset at each cost on held-out noise; the held-out front and each preset against the front at its cost."""
+    from diffsearch.evaluators.noise import heldout_seeds
+    from diffsearch.search import pareto
+
+    front, presets = pareto.search_front(storage.history(run.study), run.config.final_front)
+    if not front:
+        raise DiffsearchError(f"study {run.study.study_name}: no candidate evaluated successfully; nothing to export")
+    chosen = front + [r for r in presets if r.number not in {f.number for f in front}]
+    started, seeds = time.perf_counter(), heldout_seeds(run.config.final_seeds)
+    phase(run, f"final stage: {len(front)} front members and {len(chosen) - len(front)} presets on {len(seeds)} "
+               f"held-out noise sets of {run.final_samples} samples")
+    on_front = {r.number for r in front}
+    rows = [{**_finalist(run, r, seeds, i, len(chosen)), "search_values": list(r.values), "search_front": r.number in on_front,
+             "preset": r.tags.get("origin") == "initial", "costs": run.space.cost(r.candidate)} for i, r in enumerate(chosen, 1)]
+    ok = pareto.heldout_front([row for row in rows if row["heldout"].get("status") == "ok"], run.config.objectives)
+    rows = ok + [row for row in rows if row["heldout"].get("status") != "ok"]
+    if not ok:
+        raise DiffsearchError("every front member failed on held-out noise; nothing to export")
+    objective = run.study.user_attrs.get("objective") or {}
+    noise = (objective.get("floors") or {}).get("final")
+    comparisons = [pareto.against_front(row, ok, run.config.objectives, (noise or {}).get("std", 0.0), paired_comparison)
+                   for row in ok if row["preset"]]
+    best = min(ok, key=lambda row: row["heldout"][run.metric])
+    return {**settings, "rows": rows, "best": best["trial"], "baseline": None, "presets_evaluated": sum(r.tags.get("origin") == "initial" for r in _ranked(run)),
+            "final_s": time.perf_counter() - started, "noise": noise, "device": str(run.model.device),
+            "pareto": {"objectives": run.config.objectives, "comparisons": [c for c in comparisons if c is not None]}}
 
 
 def _versions() -> dict[str, str]:
@@ -441,12 +500,13 @@ def search_cost(run: Run, final: dict[str, Any]) -> dict[str, Any]:
                                                           "final": len(final["rows"])}}
 
 
-def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
-    """The best finalist as a diffsearch.schedule/v1 artifact with metrics (floor and spread beside each value) and provenance."""
+def build_artifact(run: Run, final: dict[str, Any], trial: int | None = None) -> Schedule:
+    """The best finalist (or finalist ``trial``) as a diffsearch.schedule/v1 artifact with metrics (floor and spread
+    beside each value), the Pareto front of a search over several objectives, and provenance."""
     from diffsearch.evaluators.noise import heldout_seeds
 
     rows = {row["trial"]: row for row in final["rows"]}
-    best, baseline = rows[final["best"]], rows.get(final["baseline"])
+    best, baseline = rows[final["best"] if trial is None else trial], rows.get(final["baseline"])
     heldout = {key: value for key, value in best["heldout"].items() if key not in ("status", "per_seed")}
     objective = run.study.user_attrs.get("objective") or {}
     metrics = {"objective": run.metric, "features": objective.get("features"), "heldout": heldout,
@@ -458,6 +518,8 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
                                                           "heldout": {k: v for k, v in baseline["heldout"].items() if k != "per_seed"},
                                                           "presets_evaluated": final.get("presets_evaluated"),
                                                           "presets_in_space": len(run.space.initial())}}
+    if final.get("pareto"):
+        metrics["pareto"] = pareto_record(run, final)
     provenance = {
         "study": run.study.study_name, "trial": best["trial"], "label": best["label"],
         "config": run.config.model_dump(mode="json", exclude={*EXECUTION_FIELDS, "device"}),
@@ -471,6 +533,15 @@ def build_artifact(run: Run, final: dict[str, Any]) -> Schedule:
     schedule = run.space.plan(best["candidate"]).schedule
     return Schedule.model_validate({**schedule.model_dump(), "name": f"{run.study.study_name}:best",
                                     "metrics": storage.json_safe(metrics), "provenance": storage.json_safe(provenance)})
+
+
+def pareto_record(run: Run, final: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's front: every re-scored member with its schedule, held-out metric mean +- std, costs and flags."""
+    members = [{"trial": row["trial"], "label": row["label"], "schedule": run.space.decode(row["candidate"]).model_dump(mode="json"),
+                "heldout": {key: row["heldout"].get(key) for key in (run.metric, "std", "values", "samples", "seeds")},
+                "costs": row["costs"], "search_values": row["search_values"], "heldout_front": row.get("heldout_front", False),
+                "preset": row["preset"]} for row in final["rows"] if row["heldout"].get("status") == "ok"]
+    return {**final["pareto"], "members": members}
 
 
 def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
@@ -489,6 +560,7 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
 
     config = config if isinstance(config, RunConfig) else validate_config(config)
     check_budget(config)
+    check_objectives(config)
     preflight(config)
     with log_lines(config.progress):
         run = prepare(config)
@@ -505,12 +577,12 @@ def run_search(config: RunConfig | dict[str, Any]) -> SearchResult:
     return SearchResult(config.study_name(), schedule, path, None if plan.full_network else plan)
 
 
-def save_artifact(run: Run, final: dict[str, Any], schedule: Schedule, path: str | Path) -> Plan:
-    """Write the best finalist: ``diffsearch.schedule/v1`` when it runs the full network (unchanged for schedule
-    spaces), else ``diffsearch.plan/v1`` with the same metrics and provenance; returns the plan."""
+def save_artifact(run: Run, final: dict[str, Any], schedule: Schedule, path: str | Path, trial: int | None = None) -> Plan:
+    """Write the best finalist (or finalist ``trial``): ``diffsearch.schedule/v1`` when it runs the full network (unchanged
+    for schedule spaces), else ``diffsearch.plan/v1`` with the same metrics and provenance; returns the plan."""
     from diffsearch.export.plan import save_plan
 
-    best = next(row for row in final["rows"] if row["trial"] == final["best"])
+    best = next(row for row in final["rows"] if row["trial"] == (final["best"] if trial is None else trial))
     plan = run.space.plan(best["candidate"])
     if plan.full_network:
         save_schedule(schedule, path)
@@ -537,14 +609,17 @@ def is_plugin(spec: str) -> bool:
     return ":" in spec and not spec.startswith("diffusers:")
 
 
-def export_study(name: str, storage_url: str | None, out: str | Path, model: str | None = None, trust_study: bool = False) -> Path:
-    """Write the best schedule of an existing, finished study (``search export``).
+def export_study(name: str, storage_url: str | None, out: str | Path, model: str | None = None, trust_study: bool = False,
+                 budget: str | None = None) -> Path:
+    """Write the best schedule of an existing, finished study (``search export``); with ``budget`` (``8nfe``,
+    ``50%macs``), the front member with the best held-out metric at or under that cost.
 
     A plug-in model named inside the study is imported only when ``model`` names it again or
     ``trust_study`` is set: a received study file must not run code on its own."""
     from diffsearch.files import check_output_file
 
     check_output_file(out, "--out", create_folder=False)
+    limit = parse_budget(budget, ("nfe", "%macs"), "search export") if budget is not None else None
     study = storage.load_existing(name, storage_url)
     identity = study.user_attrs.get("config")
     if not identity or not study.user_attrs.get("final"):
@@ -559,7 +634,20 @@ def export_study(name: str, storage_url: str | None, out: str | Path, model: str
         config = RunConfig.model_validate({**identity, "study": name, "storage": storage_url, "progress": False})
     except Exception as error:
         raise DiffsearchError(f"study {name!r}: its stored config is not valid ({type(error).__name__})") from None
-    run = prepare(config)
     final = study.user_attrs["final"]
-    save_artifact(run, final, build_artifact(run, final), out)
+    trial = None if limit is None else _member_within(name, final, limit, config)
+    run = prepare(config)
+    save_artifact(run, final, build_artifact(run, final, trial), out, trial)
     return Path(out)
+
+
+def _member_within(name: str, final: dict[str, Any], limit, config: RunConfig) -> int:
+    """The trial of the best re-scored member at or under ``limit`` (an NFE or a share of the full network's MACs)."""
+    from diffsearch.search.pareto import best_within
+
+    if not final.get("pareto"):
+        raise DiffsearchError(f"--budget {limit}: study {name!r} searched one objective; --budget picks a point of a Pareto front "
+                              "(search with --objectives METRIC,COST)")
+    rows = [row for row in final["rows"] if row["heldout"].get("status") == "ok"]
+    key, value = ("nfe", limit.value) if limit.unit == "nfe" else ("macs_ratio", limit.value / 100)
+    return best_within(rows, key, value, config.objective_metric())["trial"]

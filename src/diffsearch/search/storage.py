@@ -93,8 +93,8 @@ def _unreadable(url: str, error: Exception) -> DiffsearchError:
                            "if the file is corrupt, restore it from a copy or move it aside to start over")
 
 
-def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]):
-    """Create or load the study; a loaded one must have been created by the same search config."""
+def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any], objectives: int = 1):
+    """Create or load the study (``objectives`` minimised values per trial); a loaded one must have been created by the same search config."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -102,7 +102,7 @@ def open_study(name: str, storage: str | None, sampler, identity: dict[str, Any]
     check_storage_url(url)
     check_storage(name, storage)
     try:
-        study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=name, storage=optuna_storage(url), sampler=sampler, directions=["minimize"] * objectives, load_if_exists=True)
         study.get_trials(deepcopy=False)  # reads every table: a corrupt file fails here, not mid-search
     except Exception as error:  # a bad URL, an unreachable database, a corrupt file
         raise _unreadable(url, error) from None
@@ -223,18 +223,19 @@ def history(study) -> list[Record]:
         candidate = trial.user_attrs.get("candidate")
         if candidate is None or trial.user_attrs.get("interrupted"):  # a killed attempt: its re-queued twin counts
             continue
-        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-        records.append(Record(trial.number, candidate, value, trial.user_attrs.get("fingerprint", ""), trial.user_attrs.get("tags", {})))
+        values = tuple(trial.values) if trial.state == optuna.trial.TrialState.COMPLETE else None
+        records.append(Record(trial.number, candidate, values[0] if values else None, trial.user_attrs.get("fingerprint", ""),
+                              trial.user_attrs.get("tags", {}), values))
     return records
 
 
-def completed_value(study, fingerprint: str) -> tuple[int, float] | None:
-    """(trial number, value) of a completed evaluation of the same candidate, if any."""
+def completed_value(study, fingerprint: str) -> tuple[int, list[float]] | None:
+    """(trial number, objective values) of a completed evaluation of the same candidate, if any."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if trial.user_attrs.get("fingerprint") == fingerprint and "duplicate_of" not in trial.user_attrs:
-            return trial.number, trial.value
+            return trial.number, list(trial.values)
     return None
 
 
@@ -352,6 +353,6 @@ def trial_results(study) -> list[dict[str, Any]]:
         if "duplicate_of" in trial.user_attrs:
             continue
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_start else 0.0
-        rows.append({"number": trial.number, "value": trial.value, "result": trial.user_attrs.get("result") or {},
+        rows.append({"number": trial.number, "value": trial.values[0], "result": trial.user_attrs.get("result") or {},
                      "seconds": seconds, "label": (trial.user_attrs.get("tags") or {}).get("label")})
     return rows

@@ -73,6 +73,7 @@ class Strategy(ABC):
     """Propose the next candidate from the history of evaluated ones."""
 
     Options: type[BaseModel] = NoOptions
+    several_objectives = False  # True: keeps a Pareto front when the study has several objectives (``--objectives``)
 
     def __init__(self, space: SearchSpace, seed: int = 0, **options: Any) -> None:
         self.space, self.seed = space, seed
@@ -114,6 +115,8 @@ def completed(history: list[Record]) -> list[Record]:
 class RandomStrategy(Strategy):
     """Uniform random candidates from the space."""
 
+    several_objectives = True
+
     def next_candidate(self, history, params, rng, state):
         return self.space.sample(rng), {"origin": "random"}
 
@@ -140,16 +143,37 @@ def bred(space: SearchSpace, population: list[Record], rng: np.random.Generator,
 
 @STRATEGIES.register("evolution")
 class EvolutionStrategy(Strategy):
-    """Regularized (aging) evolution: the population is the newest ``population`` evaluations."""
+    """Regularized (aging) evolution: the population is the newest ``population`` evaluations. With several
+    objectives, NSGA-II's elitist selection instead: the ``population`` best of every evaluation by
+    non-dominated front and crowding distance, parents by the crowded-comparison tournament."""
 
     Options = EvolutionOptions
+    several_objectives = True
 
     def next_candidate(self, history, params, rng, state):
-        population = completed(history)[-int(self.options.get("population", 20)) :]
-        if len(population) < 2:
+        done = completed(history)
+        if len(done) < 2:
             return self.space.sample(rng), {"origin": "random"}
-        child = offspring(self.space, population, rng, int(self.options.get("tournament", 5)), float(self.options.get("crossover", 0.3)))
+        tournament_size, crossover = int(self.options.get("tournament", 5)), float(self.options.get("crossover", 0.3))
+        if done[0].values is not None and len(done[0].values) > 1:
+            population = nsga2_population(done, int(self.options.get("population", 20)))
+            return bred(self.space, population, rng, tournament_size, crossover)[0], {"origin": "nsga2"}
+        child = offspring(self.space, done[-int(self.options.get("population", 20)) :], rng, tournament_size, crossover)
         return child, {"origin": "mutation"}
+
+
+def nsga2_population(done: list[Record], size: int) -> list[Record]:
+    """NSGA-II's (mu + lambda) survivors: distinct evaluated candidates with finite objectives, best ``size`` by
+    the crowded comparison, as records whose ``value`` is their selection rank (for ``tournament``)."""
+    from dataclasses import replace
+
+    from diffsearch.search.pareto import nsga2_order
+
+    distinct = list({r.fingerprint: r for r in done if all(np.isfinite(v) for v in r.values)}.values())
+    if len(distinct) < 2:
+        return done
+    order = nsga2_order(np.asarray([r.values for r in distinct]))[:size]
+    return [replace(distinct[i], value=float(position)) for position, i in enumerate(order)]
 
 
 @STRATEGIES.register("s3")
@@ -361,7 +385,10 @@ class S3Strategy(Strategy):
 
 
 class OptunaStrategy(Strategy):
-    """One of Optuna's samplers through ask/tell over the space's fixed parameter names."""
+    """One of Optuna's samplers through ask/tell over the space's fixed parameter names (each keeps a
+    Pareto front itself in a multi-objective study)."""
+
+    several_objectives = True
 
     def distributions(self, history):
         return None if self.pending_initial(history) is not None else self.space.distributions()
@@ -396,7 +423,7 @@ class GPStrategy(OptunaStrategy):
 
 @STRATEGIES.register("nsga2")
 class NSGA2Strategy(OptunaStrategy):
-    """Optuna's NSGA-II genetic algorithm (single objective here: the search metric)."""
+    """Optuna's NSGA-II genetic algorithm: non-dominated sorting over every objective (one: the metric)."""
 
     Options = PopulationOptions
 

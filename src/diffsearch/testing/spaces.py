@@ -16,8 +16,8 @@ def within_budget(space: SearchSpace, candidate) -> bool:
     """An NFE budget is met exactly; a MACs budget by the candidate's share of the reference network."""
     cost = space.cost(candidate)
     assert cost["nfe"] == space.decode(candidate).nfe
-    if space.budget.unit == "nfe":
-        return cost["nfe"] == space.budget.value
+    if space.budget.unit == "nfe":  # an NFE-range space (``min_nfe`` option) costs min_nfe to the budget
+        return (space.options.get("min_nfe") or space.budget.value) <= cost["nfe"] <= space.budget.value
     return cost["macs_ratio"] <= space.budget.value / 100 * (1 + 1e-9)
 
 
