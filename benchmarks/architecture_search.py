@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def heldout(run, candidate, seeds: list[int]) -> dict:
                         max_out_of_range=1.0) for seed in seeds]
     values = [r[run.metric] for r in results]
     return {"values": values, "mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)),
-            "out_of_range": max(r["out_of_range"] for r in results), "macs_ratio": run.space.cost(candidate)["macs_ratio"]}
+            "out_of_range": max(r.get("out_of_range", math.nan) for r in results), "macs_ratio": run.space.cost(candidate)["macs_ratio"]}
 
 
 def best_of_family(run, family: str):
@@ -103,8 +104,12 @@ def table(rows: list[dict], args) -> str:
             continue
         note = " (failed the search's 1% gate)" if row.get("search_failed") else ""
         lines.append(f"| {row['space']} | {row['budget']}% | {row['row']} | {row['label']}{note} | {100 * row['macs_ratio']:.1f}% | "
-                     f"{row['mean']:.4g} +- {row['std']:.2g} | {100 * row['out_of_range']:.1f}% | {row.get('verdict', '')} |")
+                     f"{row['mean']:.4g} +- {row['std']:.2g} | {_share(row['out_of_range'])} | {row.get('verdict', '')} |")
     return "\n".join(lines)
+
+
+def _share(value: float) -> str:
+    return "- (no data range)" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def main() -> None:
