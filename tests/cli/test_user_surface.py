@@ -176,7 +176,9 @@ def test_models_spaces_and_help_read_as_plain_text():
     assert "`" not in models.stdout
     s3 = next(row for row in json.loads(spaces.stdout) if row["name"] == "s3")
     assert s3["description"].endswith("are evaluated.")
-    assert {row["name"]: row["budget"] for row in json.loads(spaces.stdout) if row["kind"] == "space"} == {"solver_schedule": "nfe", "timesteps": "nfe"}
+    assert {row["name"]: row["budget"] for row in json.loads(spaces.stdout) if row["kind"] == "space"} == {
+        "solver_schedule": "nfe", "timesteps": "nfe", "architecture": "%macs", "timesteps+architecture": "%macs",
+        "solver_schedule+architecture": "%macs"}
     assert "<bool>" not in runner.invoke(app, ["eval", "--help"]).stdout
 
 
