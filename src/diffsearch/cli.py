@@ -221,11 +221,24 @@ def baselines_command(
                              f"differences below {2 * f['std']:.2g} are ties" for m, f in floors.items()))
 
 
+def _with_space_flags(run_config, flags: dict[str, Any]):
+    """``--nfe``, ``--spacing`` (and ``--solver`` for spaces that do not take the run's solver) as space options."""
+    from diffsearch.search.config import validate_config
+    from diffsearch.spaces import SPACES
+
+    if run_config.space in SPACES and SPACES.get(run_config.space).takes_solver:
+        flags = {**flags, "solver": None}
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return run_config
+    return validate_config({**run_config.model_dump(), "space_options": {**run_config.space_options, **given}})
+
+
 @app.command("run")
 def run_command(
     config: Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (configs/*.yaml); flags override it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec (default digits).")] = None,
-    space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule or timesteps (`search spaces`).")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="solver_schedule, timesteps, architecture, timesteps+architecture, ... (`search spaces`).")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", "-b", help="Candidate budget, e.g. 10nfe (1 to 1000 NFE, no space; `search spaces` lists each space's units).")] = None,
     strategy: Annotated[Optional[str], typer.Option("--strategy", help="random, evolution, s3, tpe, gp, nsga2.")] = None,
     evals: Annotated[Optional[int], typer.Option("--evals", help="Expensive evaluations in total, at least 1 (default 120).")] = None,
@@ -239,7 +252,9 @@ def run_command(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Strategy seed.")] = None,
     guidance: GuidanceOption = None,
     reference: ReferenceOption = None,
-    solver: Annotated[Optional[str], typer.Option("--solver", help="Fixed solver of the timesteps space.")] = None,
+    solver: Annotated[Optional[str], typer.Option("--solver", help="Fixed solver of the timesteps space and of the architecture spaces' schedule.")] = None,
+    nfe: Annotated[Optional[int], typer.Option("--nfe", min=1, max=100, help="Architecture spaces: NFE of the reference schedule (default 10).")] = None,
+    spacing: Annotated[Optional[str], typer.Option("--spacing", help="Architecture spaces: timestep spacing of the schedule (default quadratic).")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name (default derived from the config).")] = None,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default sqlite in runs/).")] = None,
     out: Annotated[Optional[str], typer.Option("--out", "-o", help="Where to write the best schedule.")] = None,
@@ -268,7 +283,7 @@ def run_command(
                  "max_attempts": max_attempts, "eval_timeout": eval_timeout, "join": join or None, "refine": refine}
     if evals is not None and evals < 1:
         _fail(f"--evals {evals}: a search needs at least 1 expensive evaluation")
-    run_config = load_config(config, overrides)
+    run_config = _with_space_flags(load_config(config, overrides), {"nfe": nfe, "spacing": spacing, "solver": solver})
     if run_config.storage:
         from diffsearch.search.storage import check_storage_url
 

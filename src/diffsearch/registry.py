@@ -28,7 +28,7 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T | str:
         """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
         if not _NAME.match(name):
-            raise ValueError(f"{self.kind} name {name!r} must be snake_case ([a-z][a-z0-9_]*), or snake_case names joined by +")
+            raise ValueError(f"{self.kind} name {name!r} must be snake_case ([a-z][a-z0-9_]*), or such names joined by +")
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         if obj is None:

@@ -177,7 +177,8 @@ def test_models_spaces_and_help_read_as_plain_text():
     s3 = next(row for row in json.loads(spaces.stdout) if row["name"] == "s3")
     assert s3["description"].endswith("are evaluated.")
     assert {row["name"]: row["budget"] for row in json.loads(spaces.stdout) if row["kind"] == "space"} == {
-        "solver_schedule": "nfe", "timesteps": "nfe", "bitwidth": "bits, MB, kB", "bitwidth_per_step": "bits, MB, kB",
+        "solver_schedule": "nfe", "timesteps": "nfe", "architecture": "%macs", "timesteps+architecture": "%macs",
+        "solver_schedule+architecture": "%macs", "bitwidth": "bits, MB, kB", "bitwidth_per_step": "bits, MB, kB",
         "solver_schedule+bitwidth": "bits, MB, kB", "supernet": "%macs", "supernet_per_step": "%macs", "solver_schedule+supernet": "%macs"}
     assert "<bool>" not in runner.invoke(app, ["eval", "--help"]).stdout
 

@@ -100,3 +100,27 @@ def test_validate_raises_one_line_diffsearch_errors(gmm, candidate):
     with pytest.raises(DiffsearchError) as caught:
         space.validate(candidate)
     assert type(caught.value) is DiffsearchError and "\n" not in str(caught.value)
+
+
+NARROW = """
+import diffsearch
+from diffsearch.models.gmm import build_gmm
+
+def make():
+    base = build_gmm()
+    model = diffsearch.Denoiser(base.fn, base.noise_schedule, data_shape=(8,), name="narrow", data_range=(-0.01, 0.01))
+    model.truth = base.truth
+    return model
+"""
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "s3"])
+def test_a_search_whose_every_candidate_fails_stops_with_the_reason(tmp_path, strategy):
+    """Seam: every candidate failing for one reason ran hundreds of failed trials (evolution) or crashed (s3)."""
+    (tmp_path / "narrow.py").write_text(NARROW)
+    config = {"model": f"{tmp_path / 'narrow.py'}:make", "space": "timesteps", "budget": "3nfe", "strategy": strategy, "evals": 60, "metric": "frechet_exact",
+              "search_samples": 32, "final_samples": 32, "storage": f"sqlite:///{tmp_path}/study.db", "out": str(tmp_path / "best.json"),
+              "progress": False, "strategy_options": {"proxy_samples": 16, "mutants": 30} if strategy == "s3" else {}}
+    with pytest.raises(DiffsearchError, match="the first 20 evaluations all failed .*outside the data range") as caught:
+        diffsearch.run_search(config)
+    assert "\n" not in str(caught.value)

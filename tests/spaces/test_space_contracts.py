@@ -1,37 +1,33 @@
-"""Every registered space passes the shared contract."""
+"""Every registered space passes the shared contract (built from its own ``example`` settings, not a hand-kept list)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from diffsearch.budget import parse_budget
+from diffsearch.budget import UNITS, EXAMPLES, parse_budget
 from diffsearch.errors import DiffsearchError
+from diffsearch.models.loading import load_model
 from diffsearch.spaces import SPACES
+from diffsearch.spaces.base import build_space
 from diffsearch.testing.spaces import SpaceContract
 
 
-class TestSolverSchedule(SpaceContract):
-    budget_nfe = 5
-
-    @pytest.fixture(scope="class")
-    def space(self, gmm):
-        return SPACES.get("solver_schedule")(gmm, parse_budget("5nfe"))
+@pytest.fixture(scope="module", params=SPACES.names())
+def space(request):
+    example = SPACES.get(request.param).example
+    return build_space(load_model(example["model"]), {"space": request.param, **example})
 
 
-class TestTimesteps(SpaceContract):
-    budget_nfe = 6
-
-    @pytest.fixture(scope="class")
-    def space(self, gmm):
-        return SPACES.get("timesteps")(gmm, parse_budget("6nfe"), solver="unipc_bh2")
+class TestEveryRegisteredSpace(SpaceContract):
+    pass
 
 
-def test_every_registered_space_has_a_contract_test():
-    assert set(SPACES) == {"solver_schedule", "timesteps", "bitwidth", "bitwidth_per_step", "solver_schedule+bitwidth",  # bitwidth: tests/spaces/test_bitwidth.py
-                           "supernet", "supernet_per_step", "solver_schedule+supernet"}  # supernet: tests/spaces/test_supernet_spaces.py
-
-
-def test_spaces_refuse_non_nfe_budgets(gmm):
-    for name in (name for name in SPACES if SPACES.get(name).budget_units == ("nfe",)):
-        with pytest.raises(DiffsearchError, match="NFE budget"):
-            SPACES.get(name)(gmm, parse_budget("60%macs"))
+@pytest.mark.parametrize("name", SPACES.names())
+def test_spaces_refuse_budgets_in_units_they_do_not_take(gmm, name):
+    for unit in set(UNITS) - set(SPACES.get(name).budget_units):
+        with pytest.raises(DiffsearchError, match="accepts only"):
+            build_space(gmm, {"space": name, "budget": EXAMPLES[unit]})
+        with pytest.raises(DiffsearchError, match=re.escape(name)):
+            SPACES.get(name)(gmm, parse_budget(EXAMPLES[unit]))

@@ -1,4 +1,4 @@
-"""The once-for-all spaces: the shared contract, budgets at or under after every operator (hypothesis),
+"""The once-for-all spaces (the shared contract runs in test_space_contracts.py): budgets at or under after every operator (hypothesis),
 MACs from the per-stage table equal to torch's flop counter, and the initial uniform sub-networks."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from diffsearch.errors import DiffsearchError
 from diffsearch.evaluators.cost import macs_per_call, plan_cost
 from diffsearch.spaces import SPACES
 from diffsearch.testing.models import untrained_digits_ofa
-from diffsearch.testing.spaces import SpaceContract
 
 NFE = 4
 SUPERNET_SPACES = ("supernet", "supernet_per_step", "solver_schedule+supernet")
@@ -27,31 +26,6 @@ def ofa_model(tmp_path_factory):
 
 def make(ofa_model, name: str, budget: str = "50%macs"):
     return SPACES.get(name)(ofa_model, parse_budget(budget, ("%macs",)), nfe=NFE)
-
-
-class _SupernetContract(SpaceContract):
-    budget_nfe = NFE
-    space_name = ""
-
-    @pytest.fixture(scope="class")
-    def space(self, ofa_model):
-        return make(ofa_model, self.space_name)
-
-    def over_budget(self, space, candidate):
-        largest = space.elastic.largest().model_dump(mode="json", exclude={"kind"})
-        return {**candidate, **({"subnets": [largest] * NFE} if space.per_step else {"subnet": largest})}
-
-
-class TestSupernet(_SupernetContract):
-    space_name = "supernet"
-
-
-class TestSupernetPerStep(_SupernetContract):
-    space_name = "supernet_per_step"
-
-
-class TestSolverScheduleSupernet(_SupernetContract):
-    space_name = "solver_schedule+supernet"
 
 
 @pytest.mark.parametrize("name", SUPERNET_SPACES)

@@ -18,6 +18,7 @@ import torch
 
 from diffsearch.evaluators.evaluate import OBJECTIVE_VERSION, REAL_METRICS, default_features, metric_values
 from diffsearch.evaluators.reference import teacher_schedule
+from diffsearch.errors import DiffsearchError
 from diffsearch.files import atomic_write_text
 from diffsearch.evaluators.teacher import FLOOR_SEED, MEMORY, cache_file, cache_key, converged_steps, teacher_set
 from diffsearch.models.denoiser import Denoiser
@@ -31,7 +32,11 @@ def _floor_samples(model: Denoiser, metric: str, n: int, k: int, guidance: float
     """(samples, sampler description) of the k-th perfect-sampler set for ``metric``."""
     ns = model.noise_schedule
     if metric in REAL_METRICS:
-        data = (model.floor_data or model.reference_data)()
+        source = model.floor_data or model.reference_data
+        if source is None:
+            raise DiffsearchError(f"the noise floor of {metric} bootstraps the model's real images; model {model.name!r} declares no "
+                                  "reference_data or floor_data (use --metric teacher_error or fd_teacher)")
+        data = source()
         images = data[0] if isinstance(data, (tuple, list)) else data
         rows = torch.from_numpy(np.random.default_rng(FLOOR_SEED + k).integers(0, len(images), n))
         return images[rows], f"bootstrap draws of {len(images)} real images"

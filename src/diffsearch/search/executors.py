@@ -21,7 +21,7 @@ from diffsearch.registry import Registry
 
 if TYPE_CHECKING:
     from diffsearch.search.config import RunConfig
-    from diffsearch.search.runner import Run
+    from diffsearch.search.records import Run
     from diffsearch.spaces.base import Candidate, SearchSpace
 
 EXECUTORS: Registry[type["Executor"]] = Registry("executor")

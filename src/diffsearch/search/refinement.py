@@ -8,7 +8,7 @@ import dataclasses
 from typing import Any
 
 from diffsearch.search.executors import evaluate_candidate, evaluation_settings
-from diffsearch.search.strategies import Record
+from diffsearch.search.records import Record
 from diffsearch.solvers.anchors import LD3_SEED
 from diffsearch.solvers.anchors.ld3 import refine
 from diffsearch.solvers.anchors.teacher import anchor_noise, teacher_final

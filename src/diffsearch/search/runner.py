@@ -22,29 +22,13 @@ from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.loading import load_model
 from diffsearch.search import storage
 from diffsearch.search.config import RunConfig, parse_duration, validate_config
+from diffsearch.search.records import Run
 from diffsearch.search.strategies import STRATEGIES, Strategy
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, build_space, candidate_fingerprint
 from diffsearch.solvers.plan import Plan
 from diffsearch.solvers.schedule import Schedule
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass
-class Run:
-    """The pieces of one search, resolved from its config."""
-
-    config: RunConfig
-    model: Denoiser
-    space: SearchSpace
-    strategy: Strategy
-    study: Any
-    metric: str
-    search_samples: int
-    final_samples: int
-    cache: Any = None
-    executor: Any = None
-    lease: Any = None  # storage.Lease while the search loop holds the study
 
 
 @dataclass(frozen=True)
@@ -275,6 +259,7 @@ def search_loop(run: Run) -> None:
     budget_of_trials = len(run.study.trials) + 5 * evals + 100
     inflight: dict[int, Any] = {}
     run.executor.deadline = deadline  # running evaluations stop there too (interrupted, re-queued)
+    failures = FailFast(storage.count_evaluations(run.study))
 
     def may_ask() -> bool:
         return (len(inflight) < run.executor.slots and time.monotonic() < deadline and len(run.study.trials) < budget_of_trials
@@ -298,9 +283,34 @@ def search_loop(run: Run) -> None:
                     break
                 number, result = run.executor.next_result()
                 _tell_owned(run, inflight.pop(number), result)
+                failures.check(result, run.metric)
                 update()
         finally:
             run.executor.close()
+
+
+FAIL_FAST = 20
+
+
+class FailFast:
+    """Stop a search whose first ``FAIL_FAST`` evaluations all failed (a broken model, an infeasible budget), naming
+    their most common reason in one line, instead of running every remaining trial into the same failure."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.succeeded, self.reasons = counts["expensive"] > 0, [] if counts["expensive"] else ["(earlier)"] * counts["failed"]
+
+    def check(self, result: dict[str, Any], metric: str) -> None:
+        value = result.get(metric)
+        if result.get("status") == "ok" and value is not None and math.isfinite(value):
+            self.succeeded = True
+        if self.succeeded:
+            return
+        self.reasons.append(str(result.get("error") or f"{metric} is not finite").splitlines()[0])
+        if len(self.reasons) >= FAIL_FAST:
+            known = [reason for reason in self.reasons if reason != "(earlier)"] or self.reasons
+            reason = max(set(known), key=known.count)
+            raise DiffsearchError(f"the first {len(self.reasons)} evaluations all failed ({known.count(reason)} of them: {reason}); "
+                                  "stopping the search")
 
 
 class _progress:

@@ -16,7 +16,7 @@ from typing import Any
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.search.config import validate_study_name
-from diffsearch.search.strategies import Record, StudyState
+from diffsearch.search.records import Record, StudyState
 
 RUNS_DIR = Path("runs")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -19,30 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffsearch.errors import DiffsearchError
 from diffsearch.predictors.gating import GatePolicy
 from diffsearch.registry import Registry
+from diffsearch.search.records import Record, StudyState
 from diffsearch.spaces.base import Candidate, SearchSpace, candidate_fingerprint
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One finished or running trial as strategies see it."""
-
-    number: int
-    candidate: Candidate
-    value: float | None  # the metric (the first objective)
-    fingerprint: str
-    tags: dict[str, Any]
-    values: tuple[float, ...] | None = None  # every objective (the metric, then the costs) of a completed trial
-
-
-class StudyState:
-    """Key-value state a strategy keeps in the study (a dict in memory; Optuna user attrs on disk)."""
-
-    def __init__(self, get: Callable[[str], Any], set_: Callable[[str, Any], None], claim: Callable[[str], bool] | None = None) -> None:
-        self.get, self.set = get, set_
-        self.claim = claim or (lambda key: True)  # True when this driver may build the work named ``key`` (claim-once)
 
 
 class NoOptions(BaseModel):
@@ -310,8 +290,8 @@ class S3Strategy(Strategy):
         parents = sorted(completed(history), key=lambda record: record.value)[: int(self.options.get("parents", 15))]
         seen = {record.fingerprint for record in history}
         pool: dict[str, Candidate] = {}
-        for _ in range(int(self.options.get("mutants", 200))):
-            child, operator = bred(self.space, parents, rng, 3, 0.3)
+        for _ in range(int(self.options.get("mutants", 200))):  # no candidate succeeded yet: random ones instead of mutants
+            child, operator = bred(self.space, parents, rng, 3, 0.3) if parents else (self.space.sample(rng), "random")
             fingerprint = candidate_fingerprint(child)
             if fingerprint not in seen and fingerprint not in pool:
                 pool[fingerprint] = child
@@ -415,6 +395,8 @@ class S3Strategy(Strategy):
         from diffsearch.predictors.pretrain import train_predictor
 
         proxies = self._proxy_pool(state, stage)
+        if not done and not proxies:  # nothing succeeded yet: no labels to learn from, every candidate ranks alike
+            return np.zeros(len(candidates)), np.zeros(len(candidates))
         labelled = (self._encode([r.candidate for r in done]), np.asarray([r.value for r in done]), np.full(len(done), self._nfe()))
         pool = (self._encode([p["candidate"] for p in proxies]), np.asarray([p["value"] for p in proxies]), np.full(len(proxies), self._nfe())) if proxies else None
         predictor = train_predictor(self.predictor, labelled, pool, seed=self.seed)

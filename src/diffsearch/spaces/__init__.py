@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from diffsearch.spaces.base import SPACES, Candidate, SearchSpace, build_space, candidate_fingerprint
-from diffsearch.spaces import bitwidth, solver_schedule, supernet, timesteps  # noqa: F401  (registers the built-in spaces)
+from diffsearch.spaces import architecture, bitwidth, solver_schedule, supernet, timesteps  # noqa: F401  (registers the built-in spaces)
 from diffsearch.spaces.nfe_range import NfeRangeSpace
 
 __all__ = ["SPACES", "Candidate", "NfeRangeSpace", "SearchSpace", "build_space", "candidate_fingerprint"]

@@ -155,6 +155,8 @@ def build_space(model: Denoiser, settings: dict[str, Any]) -> SearchSpace:
     options = dict(settings.get("space_options") or {})
     if space_class.takes_solver and settings.get("solver") is not None:
         options.setdefault("solver", settings["solver"])
+    if budget.unit != "nfe":  # the block spaces take their own min_nfe / max_nfe (steps under a MACs budget)
+        return space_class(model, budget, **options)
     if options.get("min_nfe") is not None:  # several objectives: every NFE from min_nfe to the budget
         from diffsearch.spaces.nfe_range import NfeRangeSpace
 

@@ -37,6 +37,7 @@ class _SupernetGenes(SearchSpace):
 
     budget_units = ("%macs",)
     takes_solver = True  # --solver is the fixed schedule's solver
+    example = {"model": "digits_ofa", "budget": "50%macs", "space_options": {"nfe": 4}}
     per_step = True
 
     def __init__(self, model: Denoiser, budget: Budget, nfe: int = 10, solver: str = "dpmpp_2m", spacing: str = "logsnr",

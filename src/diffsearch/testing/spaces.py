@@ -1,4 +1,6 @@
-"""The shared contract test every search space passes: subclass and provide a ``space`` fixture."""
+"""The shared contract test every search space passes: subclass and provide a ``space`` fixture.
+
+``tests/spaces`` runs it over every registered space, built from the space's ``example`` settings."""
 
 from __future__ import annotations
 
@@ -7,24 +9,56 @@ import json
 import numpy as np
 import pytest
 
+from diffsearch.budget import BYTES_PER_UNIT, weight_bytes_budget
 from diffsearch.spaces.base import SearchSpace, candidate_fingerprint
+
+
+def within_budget(space: SearchSpace, candidate) -> bool:
+    """An NFE budget is met exactly; a MACs budget by the candidate's share of the reference network; bits and bytes at or under."""
+    cost = space.cost(candidate)
+    assert cost["nfe"] == space.decode(candidate).nfe
+    if space.budget.unit == "nfe":  # an NFE-range space (``min_nfe`` option) costs min_nfe to the budget
+        return (space.options.get("min_nfe") or space.budget.value) <= cost["nfe"] <= space.budget.value
+    if space.budget.unit == "bits":
+        return cost["bits"] <= space.budget.value + 1e-9
+    if space.budget.unit in BYTES_PER_UNIT:
+        return cost["weight_bytes"] <= weight_bytes_budget(space.budget)
+    return cost["macs_ratio"] <= space.budget.value / 100 * (1 + 1e-9)
+
+
+def over_budget(candidate):
+    """A copy of ``candidate`` that breaks its budget: a step fewer (schedule spaces), or every block run (block modes)."""
+    broken = json.loads(json.dumps(candidate))
+    if "subnet" in broken or "subnets" in broken:  # supernet spaces: every stage at its deepest and widest
+        for net in broken.get("subnets") or [broken["subnet"]]:
+            net["depth"], net["width"] = [3] * len(net["depth"]), [1.0] * len(net["width"])
+        return broken
+    if "bits" in broken:  # bitwidth spaces: every layer at 8 bits
+        broken["bits"] = [[8] * len(row) for row in broken["bits"]]
+        return broken
+    if "modes" in broken:
+        broken["modes"] = [["run"] * len(row) for row in broken["modes"]]
+        if broken.get("schedule") is not None or "nfe" in broken:
+            return broken
+    broken["timesteps"] = broken["timesteps"][:-2] + broken["timesteps"][-1:]
+    if "steps" in broken:
+        broken["steps"] = broken["steps"][:-1]
+    return broken
 
 
 class SpaceContract:
     """Subclass in a test module and define a ``space`` fixture returning a SearchSpace."""
 
-    budget_nfe: int
-    min_nfe: int | None = None  # an NFE-range space (``min_nfe`` option): candidates cost min_nfe to budget_nfe
-
     def _population(self, space: SearchSpace, seed: int = 0, size: int = 12):
         rng = np.random.default_rng(seed)
         return [space.sample(rng) for _ in range(size)] + [candidate for _, candidate in space.initial()]
 
-    def test_initial_candidates_are_valid_presets(self, space):
+    def test_initial_candidates_are_valid_labelled_baselines(self, space):
         labels = [label for label, _ in space.initial()]
-        assert labels and all(label.startswith("preset:") for label in labels)
+        assert labels and all(isinstance(label, str) and label for label in labels) and len(set(labels)) == len(labels)
         for _, candidate in space.initial():
             space.validate(candidate)
+            assert within_budget(space, candidate)
 
     def test_operators_stay_valid_and_within_budget(self, space):
         rng = np.random.default_rng(1)
@@ -33,8 +67,7 @@ class SpaceContract:
             a, b = (population[int(i)] for i in rng.integers(len(population), size=2))
             child = space.mutate(space.crossover(a, b, rng), rng)
             space.validate(child)
-            nfe = space.cost(child)["nfe"]
-            assert space.decode(child).nfe == nfe and (self.min_nfe or self.budget_nfe) <= nfe <= self.budget_nfe
+            assert within_budget(space, child)
             population.append(child)
 
     def test_encoding_has_fixed_length_and_is_finite(self, space):
@@ -63,15 +96,9 @@ class SpaceContract:
         second = [candidate_fingerprint(c) for c in self._population(space, seed=7)]
         assert first == second
 
-    def over_budget(self, space: SearchSpace, candidate: dict) -> dict:
-        """A copy of ``candidate`` beyond the budget (one step less); spaces with other budgets override it."""
-        broken = json.loads(json.dumps(candidate))
-        broken["timesteps"] = broken["timesteps"][:-2] + broken["timesteps"][-1:]
-        if "steps" in broken:
-            broken["steps"] = broken["steps"][:-1]
-        return broken
-
     def test_budget_is_enforced(self, space):
+        from diffsearch.errors import DiffsearchError
+
         candidate = space.sample(np.random.default_rng(0))
-        with pytest.raises(Exception):
-            space.validate(self.over_budget(space, candidate))
+        with pytest.raises(DiffsearchError):
+            space.validate(over_budget(candidate))
