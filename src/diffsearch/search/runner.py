@@ -451,16 +451,20 @@ def final_stage(run: Run) -> dict[str, Any]:
 
         chosen = refine_finalists(run, chosen)
     rows = [_finalist(run, r, seeds, i, len(chosen)) for i, r in enumerate(chosen, 1)]
+    rows += _fallback_presets(run, presets, rows, seeds)
     ok = [row for row in rows if row["heldout"].get("status") == "ok"]
     if not ok:
         raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
     best = min(ok, key=lambda row: row["heldout"][run.metric])
-    baseline = next((row for row in ok if presets and row["trial"] == presets[0].number), None)
+    by_trial = {row["trial"]: row for row in ok}
+    baseline = next((by_trial[p.number] for p in presets if p.number in by_trial), None)
     objective = run.study.user_attrs.get("objective") or {}
     noise = (objective.get("floors") or {}).get("final")
     restored = sum(bool(r.get("restored")) for row in rows for r in row["heldout"].get("per_seed", []))
     final = {**settings, "rows": rows, "heldout_evaluations": {"computed": len(rows) * len(seeds) - restored, "restored": restored},
              "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
+             "baselines_failed": [{"label": row["label"], "error": row["heldout"].get("error")} for row in rows
+                                  if row["label"] and row["heldout"].get("status") != "ok"],
              "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
              "device": str(run.model.device)}
     if baseline is not None:
@@ -468,6 +472,24 @@ def final_stage(run: Run) -> dict[str, Any]:
         final["comparison"] = paired_comparison(best["heldout"]["values"], baseline["heldout"]["values"], std)
         final["comparison"]["same_candidate"] = best["trial"] == baseline["trial"]
     return _store_final(run, final)
+
+
+#: presets re-scored after the best one when it fails on held-out noise (diverged, out of range), until one passes.
+FALLBACK_PRESETS = 3
+
+
+def _fallback_presets(run: Run, presets: list, rows: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Held-out rows of the next presets by search value while every preset scored so far failed there."""
+    scored = {row["trial"]: row for row in rows}
+    extra: list[dict[str, Any]] = []
+    for record in presets[: FALLBACK_PRESETS + 1]:
+        row = scored.get(record.number)
+        if row is None:
+            row = _finalist(run, record, seeds, len(rows) + len(extra) + 1, len(rows) + len(extra) + 1)
+            extra.append(row)
+        if row["heldout"].get("status") == "ok":
+            break
+    return extra
 
 
 def _store_final(run: Run, final: dict[str, Any]) -> dict[str, Any]:
@@ -551,7 +573,8 @@ def build_artifact(run: Run, final: dict[str, Any], trial: int | None = None) ->
                "baseline": None if baseline is None else {"schedule": baseline["label"],
                                                           "heldout": {k: v for k, v in baseline["heldout"].items() if k != "per_seed"},
                                                           "presets_evaluated": final.get("presets_evaluated"),
-                                                          "presets_in_space": len(run.space.initial())}}
+                                                          "presets_in_space": len(run.space.initial())},
+               "baselines_failed": final.get("baselines_failed") or []}
     if final.get("pareto"):
         metrics["pareto"] = pareto_record(run, final)
     provenance = {

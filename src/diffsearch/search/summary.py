@@ -22,12 +22,13 @@ def verdict(metrics: dict[str, Any], provenance: dict[str, Any]) -> str:
         if base is not None and baseline.get("schedule") != provenance["label"]:
             text += f"; the preset best on search noise, {baseline['schedule']}, scored {base:.4g}"
         return text + _floor_clause(metrics, None if base is None else base - value)
+    failed = "".join(f"; preset {f['label']} failed on held-out noise ({f['error']})" for f in metrics.get("baselines_failed") or [])
     if base is None:
-        return f"exported the searched schedule ({objective} {value:.4g}, {samples} held-out samples); no preset was re-scored beside it"
+        return f"exported the searched schedule ({objective} {value:.4g}, {samples} held-out samples); no preset was re-scored beside it" + failed
     margin = base - value
     text = (f"searched schedule {objective} {value:.4g} vs best preset {baseline['schedule']} {base:.4g} "
             f"({samples} held-out samples): better by {margin:.3g} ({100 * margin / base:.1f}%)")
-    return text + _floor_clause(metrics, margin)
+    return text + _floor_clause(metrics, margin) + failed
 
 
 def _floor_clause(metrics: dict[str, Any], margin: float | None) -> str:
