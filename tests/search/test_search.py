@@ -120,7 +120,9 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
     ("overrides", "message"),
     [
         ({"strategy": "annealing"}, "unknown strategy 'annealing'; valid strategies: evolution, gp, nsga2, random, s3, tpe"),
-        ({"space": "pruning"}, "unknown space 'pruning'; valid spaces: architecture, solver_schedule, solver_schedule\\+architecture, timesteps"),
+        ({"space": "pruning"}, "unknown space 'pruning'; valid spaces: architecture, bitwidth, bitwidth_per_step, solver_schedule, "
+                               "solver_schedule\\+architecture, solver_schedule\\+bitwidth, solver_schedule\\+supernet, supernet, supernet_per_step, "
+                               "timesteps, timesteps\\+architecture"),
         ({"metric": "fid_inf"}, "unknown metric 'fid_inf'"),
         ({"budget": "4xyz"}, "is not a budget"),
         ({"budget": "60%macs"}, "space solver_schedule accepts only nfe budgets, e.g. 10nfe"),
