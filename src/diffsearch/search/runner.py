@@ -464,7 +464,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     final = {**settings, "rows": rows, "heldout_evaluations": {"computed": len(rows) * len(seeds) - restored, "restored": restored},
              "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
              "baselines_failed": [{"label": row["label"], "error": row["heldout"].get("error")} for row in rows
-                                  if row["label"] and row["heldout"].get("status") != "ok"],
+                                  if row["trial"] in {p.number for p in presets} and row["heldout"].get("status") != "ok"],
              "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
              "device": str(run.model.device)}
     if baseline is not None:
