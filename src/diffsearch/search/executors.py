@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from diffsearch.errors import DiffsearchError
 from diffsearch.registry import Registry
+from diffsearch.search.records import DeadlineReached  # noqa: F401  (raised here; re-exported for the runner)
 
 if TYPE_CHECKING:
     from diffsearch.search.config import RunConfig
@@ -54,10 +55,6 @@ def evaluation_settings(config: RunConfig, space: SearchSpace, metric: str, samp
 
 class EvaluationTimeout(Exception):
     """An evaluation ran past the executor's timeout."""
-
-
-class DeadlineReached(Exception):
-    """The ``--time`` deadline stopped an evaluation of a proxy batch (the batch is not recorded; the search stops)."""
 
 
 INTERRUPTED = "stopped at the --time deadline; re-queued"

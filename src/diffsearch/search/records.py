@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 Candidate = dict[str, Any]
 
 
+class DeadlineReached(Exception):
+    """The ``--time`` deadline stopped an evaluation of a proxy batch (the batch is not recorded; the search stops)."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One finished or running trial as strategies see it."""

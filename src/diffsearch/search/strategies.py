@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from diffsearch.errors import DiffsearchError
 from diffsearch.predictors.gating import GatePolicy
 from diffsearch.registry import Registry
-from diffsearch.search.records import Record, StudyState
+from diffsearch.search.records import DeadlineReached, Record, StudyState
 from diffsearch.spaces.base import Candidate, SearchSpace, candidate_fingerprint
 
 STRATEGIES: Registry[type["Strategy"]] = Registry("strategy")
@@ -207,7 +207,6 @@ class S3Strategy(Strategy):
         """Proxy values of ``candidates``, stored in the study under ``key`` as they are computed: a resumed
         run reuses them, and one that keeps killing the run fails after ``max_attempts``."""
         from diffsearch.predictors.gating import proxy_values
-        from diffsearch.search.executors import DeadlineReached
 
         stored = dict(self._get(state, key) or {})
         todo = list({candidate_fingerprint(c): c for c in candidates if "value" not in stored.get(candidate_fingerprint(c), {})}.values())
