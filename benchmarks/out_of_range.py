@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import diffsearch
-from diffsearch.evaluators.evaluate import OUT_OF_RANGE_MARGIN
+from diffsearch.evaluators.evaluate import excursions
 from diffsearch.evaluators.noise import HELDOUT_SEED, noise_set
 from diffsearch.evaluators.reference import sample_batched, teacher_schedule
 from diffsearch.evaluators.teacher import teacher_set
@@ -29,10 +29,9 @@ from diffsearch.solvers.timesteps import TIMESTEP_FAMILIES
 
 
 def broken(model, samples: torch.Tensor) -> torch.Tensor:
-    """Per sample: True when any value lies beyond the data range by more than the margin."""
-    low, high = model.data_range
-    flat = samples.reshape(len(samples), -1)
-    return torch.maximum(flat - high, low - flat).amax(dim=1) > OUT_OF_RANGE_MARGIN * (high - low)
+    """Per sample: True when any value lies beyond the data range by more than the margin (``evaluate.out_of_range``'s rule)."""
+    excess, margin = excursions(model, samples)
+    return excess > margin
 
 
 def counts(model, schedule, samples: int, seed: int) -> dict[str, float]:

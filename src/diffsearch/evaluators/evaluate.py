@@ -204,15 +204,18 @@ def default_metrics(model: Denoiser, reference: str | None = None) -> list[str]:
     return metrics
 
 
+def excursions(model: Denoiser, samples: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Per sample, the largest distance beyond the model's data range (0 inside it), and the margin past which it counts."""
+    low, high = model.data_range
+    flat = samples.reshape(len(samples), -1)
+    return torch.maximum(flat - high, low - flat).clamp_min(0.0).amax(dim=1), OUT_OF_RANGE_MARGIN * (high - low)
+
+
 def out_of_range(model: Denoiser, samples: torch.Tensor) -> dict[str, float] | None:
     """Share of samples with any value beyond the data range by more than the margin, and the largest excursion."""
-    data_range = model.data_range
-    if data_range is None:
+    if model.data_range is None:
         return None
-    low, high = data_range
-    margin = OUT_OF_RANGE_MARGIN * (high - low)
-    flat = samples.reshape(len(samples), -1)
-    excess = torch.maximum(flat - high, low - flat).clamp_min(0.0).amax(dim=1)
+    excess, margin = excursions(model, samples)
     return {"out_of_range": float((excess > margin).double().mean()), "max_excursion": float(excess.max()) if len(excess) else 0.0,
             "out_of_range_margin": margin}
 
