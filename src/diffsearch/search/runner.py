@@ -456,7 +456,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     if not ok:
         raise DiffsearchError("every finalist failed on held-out noise; nothing to export")
     best = min(ok, key=lambda row: row["heldout"][run.metric])
-    by_trial = {row["trial"]: row for row in ok}
+    by_trial, preset_trials = {row["trial"]: row for row in ok}, {p.number for p in presets}
     baseline = next((by_trial[p.number] for p in presets if p.number in by_trial), None)
     objective = run.study.user_attrs.get("objective") or {}
     noise = (objective.get("floors") or {}).get("final")
@@ -464,7 +464,7 @@ def final_stage(run: Run) -> dict[str, Any]:
     final = {**settings, "rows": rows, "heldout_evaluations": {"computed": len(rows) * len(seeds) - restored, "restored": restored},
              "best": best["trial"], "baseline": baseline["trial"] if baseline else None,
              "baselines_failed": [{"label": row["label"], "error": row["heldout"].get("error")} for row in rows
-                                  if row["trial"] in {p.number for p in presets} and row["heldout"].get("status") != "ok"],
+                                  if row["trial"] in preset_trials and row["heldout"].get("status") != "ok"],
              "presets_evaluated": len(presets), "final_s": time.perf_counter() - started, "noise": noise,
              "device": str(run.model.device)}
     if baseline is not None:
