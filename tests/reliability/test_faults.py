@@ -263,7 +263,7 @@ def test_a_second_driver_refuses_a_live_study_or_joins_it(tmp_path):
     import os
     import time
 
-    arguments = ["run", *FAULTY, "--strategy", "random", "--evals", "6", "--study", "shared", "--eval-timeout", "40s"]
+    arguments = ["run", *FAULTY, "--strategy", "random", "--evals", "6", "--study", "shared", "--eval-timeout", "20s"]
     environment = {**os.environ, "PYTHONPATH": str(SRC), "DIFFSEARCH_CACHE": str(tmp_path / "cache"), "DIFFSEARCH_FAULT": "hang"}
     first = subprocess.Popen([sys.executable, "-m", "diffsearch.cli", *arguments], cwd=tmp_path, env=environment,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -197,15 +197,15 @@ def test_tune_searcher_drives_a_tuner_with_a_diffsearch_strategy(cluster, tmp_pa
     from diffsearch.search.ray_tune import from_run_config
 
     searcher, trainable, metric = from_run_config(config(tmp_path, strategy="evolution", space="timesteps", solver="dpmpp_2m"))
-    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, metric=metric, mode="min", num_samples=6,
+    tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, metric=metric, mode="min", num_samples=4,
                                                               max_concurrent_trials=2),
                        run_config=tune.RunConfig(name="tune", storage_path=str(tmp_path / "tune"), verbose=0))
     results = tuner.fit()
-    assert len(results) == 6 and not results.errors
+    assert len(results) == 4 and not results.errors
     best = results.get_best_result()
     assert best.metrics[metric] > 0 and best.config["candidate"]["timesteps"]
     told = [t for t in searcher.study.trials if t.state.name == "COMPLETE"]
-    assert len(told) == 6 and {t.user_attrs["tags"]["origin"] for t in told} >= {"initial"}
+    assert len(told) == 4 and {t.user_attrs["tags"]["origin"] for t in told} >= {"initial"}
 
 
 def test_space_converts_to_a_tune_param_space(cluster, tmp_path):
