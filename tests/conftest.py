@@ -10,6 +10,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DIFFSEARCH_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "diffsearch"))
+os.environ.setdefault("DIFFSEARCH_THREADS", "1")  # the CLI (in-process and in subprocesses) too: tests run side by side
 torch.set_num_threads(1)
 
 

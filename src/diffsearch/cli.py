@@ -39,12 +39,17 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _setup_torch() -> None:
-    """One intra-op thread unless DIFFSEARCH_THREADS says otherwise: small models run fastest so."""
+    """As many intra-op threads as this process has CPUs, unless DIFFSEARCH_THREADS says otherwise.
+
+    Sampling is bitwise the same with 1 or 2 threads and 1.8x faster with 2 (benchmarks/RESULTS.md,
+    "Threads"); Ray evaluator actors and service workers keep 1 each, since they run side by side.
+    """
     import os
 
     import torch
 
-    torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS", "1")))
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("DIFFSEARCH_THREADS") or available))
 
 
 def _load_model(model: str, device: str):
