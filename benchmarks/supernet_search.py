@@ -30,7 +30,7 @@ import torch
 import diffsearch
 from diffsearch.budget import parse_budget
 from diffsearch.evaluators.cost import plan_cost, seconds_per_sample, stage_macs
-from diffsearch.evaluators.evaluate import metric_values
+from diffsearch.evaluators.evaluate import metric_values, out_of_range
 from diffsearch.evaluators.noise import noise_set
 from diffsearch.evaluators.reference import sample_batched
 from diffsearch.models.subnet import SubnetConfig
@@ -45,12 +45,13 @@ def score(model, plan, samples: int, seed: int, metrics=("teacher_error",)) -> d
     x_T, labels = noise_set(model, samples, seed)
     output = sample_batched(model, plan, x_T, labels, None, 1000)
     settings = {"seed": seed, "guidance": None, "features": "digits" if "fid" in metrics else None}
-    return metric_values(model, plan.schedule if isinstance(plan, Plan) else plan, output, x_T, labels, settings, list(metrics))[0]
+    values = metric_values(model, plan.schedule if isinstance(plan, Plan) else plan, output, x_T, labels, settings, list(metrics))[0]
+    return {**values, "out_of_range": out_of_range(model, output)["out_of_range"]}
 
 
 def held_out(model, plan, samples: int, seeds: int, metrics=("teacher_error",)) -> dict[str, list[float]]:
     rows = [score(model, plan, samples, seed, metrics) for seed in range(1, seeds + 1)]
-    return {metric: [row[metric] for row in rows] for metric in metrics}
+    return {metric: [row[metric] for row in rows] for metric in (*metrics, "out_of_range")}
 
 
 def mean_std(values: list[float]) -> str:
@@ -70,7 +71,7 @@ def quality(args) -> None:
     ofa, digits = diffsearch.load_model("digits_ofa"), diffsearch.load_model("digits")
     space = ofa.elastic.space
     print(f"### {SOLVER} at {NFE} NFE, {args.samples} samples x held-out sets 1-{args.seeds}; teacher_error against each model's own teacher\n")
-    print("| network | MACs / call | teacher_error | FID (digits features) |\n|---|---|---|---|")
+    print("| network | MACs / call | teacher_error | FID (digits features) | out of range (worst set) |\n|---|---|---|---|---|")
     rows = {"digits": (digits, diffsearch.load_schedule(f"preset:{SOLVER}", nfe=NFE, model=digits))}
     schedule = diffsearch.load_schedule(f"preset:{SOLVER}", nfe=NFE, model=ofa)
     for label, config in (("digits_ofa largest", space.largest()), ("digits_ofa smallest", space.smallest())):
@@ -78,7 +79,8 @@ def quality(args) -> None:
     for label, (model, plan) in rows.items():
         values = held_out(model, plan, args.samples, args.seeds, ("teacher_error", "fid"))
         macs = plan_cost(model, plan if isinstance(plan, Plan) else Plan(schedule=plan))["macs_per_sample"] / NFE
-        print(f"| {label} | {macs / 1e6:.2f} M | {mean_std(values['teacher_error'])} | {mean_std(values['fid'])} |", flush=True)
+        print(f"| {label} | {macs / 1e6:.2f} M | {mean_std(values['teacher_error'])} | {mean_std(values['fid'])} | "
+              f"{100 * max(values['out_of_range']):.1f}% |", flush=True)
 
 
 def evolve(space, model, evals: int, samples: int, seed: int = 0) -> list[tuple[float, dict]]:
@@ -108,21 +110,24 @@ def pareto(args) -> None:
     budget = parse_budget(f"{args.budget}%macs", ("%macs",))
     static = SPACES.get("supernet")(model, parse_budget("100%macs", ("%macs",)), nfe=NFE, solver=SOLVER)
     print(f"### digits_ofa, {SOLVER} at {NFE} NFE; teacher_error on {args.samples} samples x held-out sets 1-{args.seeds}\n")
-    print("| plan | MACs ratio | teacher_error (held-out) |\n|---|---|---|")
+    print("| plan | MACs ratio | teacher_error (held-out) | out of range (worst set) |\n|---|---|---|---|")
     results = {}
     for label, candidate in static.initial():
         ratio = static.cost(candidate)["macs_ratio"]
-        results[label] = (ratio, held_out(model, static.decode(candidate), args.samples, args.seeds)["teacher_error"])
-        print(f"| uniform {label.split('+')[1]} | {ratio:.3f} | {mean_std(results[label][1])} |", flush=True)
+        scores = held_out(model, static.decode(candidate), args.samples, args.seeds)
+        results[label] = (ratio, scores["teacher_error"])
+        print(f"| uniform {label.split('+')[1]} | {ratio:.3f} | {mean_std(results[label][1])} | {100 * max(scores['out_of_range']):.1f}% |", flush=True)
     searched = {}
     for name in ("supernet", "supernet_per_step"):
         space = SPACES.get(name)(model, budget, nfe=NFE, solver=SOLVER)
         started = time.perf_counter()
         ranked = evolve(space, model, args.evals, args.search_samples)
-        finalists = [(candidate, held_out(model, space.decode(candidate), args.samples, args.seeds)["teacher_error"]) for _, candidate in ranked[:3]]
-        best, values = min(finalists, key=lambda pair: np.mean(pair[1]))
+        finalists = [(candidate, held_out(model, space.decode(candidate), args.samples, args.seeds)) for _, candidate in ranked[:3]]
+        best, scores = min(finalists, key=lambda pair: np.mean(pair[1]["teacher_error"]))
+        values = scores["teacher_error"]
         searched[name] = (space.cost(best)["macs_ratio"], values, best)
-        print(f"| searched {name} ({args.evals} evals, {time.perf_counter() - started:.0f} s) | {searched[name][0]:.3f} | {mean_std(values)} |", flush=True)
+        print(f"| searched {name} ({args.evals} evals, {time.perf_counter() - started:.0f} s) | {searched[name][0]:.3f} | {mean_std(values)} | "
+              f"{100 * max(scores['out_of_range']):.1f}% |", flush=True)
     within = {label: pair for label, pair in results.items() if pair[0] <= args.budget / 100 + 1e-12}
     best_static = min(within, key=lambda label: np.mean(within[label][1]))
     per_step, per_run = searched["supernet_per_step"], searched["supernet"]

@@ -253,10 +253,10 @@ class PhaseConfig(BaseModel):
 
 
 DEFAULT_PHASES = (
-    PhaseConfig(elastic=(), steps=1200, learning_rate=1e-3, warmup_steps=200, random_subnets=0),
+    PhaseConfig(elastic=(), steps=3000, learning_rate=1e-3, warmup_steps=200, random_subnets=0),
     PhaseConfig(elastic=("kernel",), steps=200, learning_rate=5e-4),
     PhaseConfig(elastic=("kernel", "depth"), steps=400, learning_rate=5e-4),
-    PhaseConfig(elastic=("kernel", "depth", "width"), steps=800, learning_rate=5e-4),
+    PhaseConfig(elastic=("kernel", "depth", "width"), steps=1000, learning_rate=5e-4),
 )
 
 
@@ -294,12 +294,16 @@ def sandwich_loss(supernet: DigitsSupernet, batch, phase: PhaseConfig, distillat
     return loss
 
 
-def train_digits_ofa(config: OFATrainConfig, log_every: int = 250) -> tuple[DigitsSupernet, dict[str, Any]]:
-    """Progressive shrinking (largest, then kernel, depth, width) with the sandwich rule; returns (EMA supernet, info)."""
+def train_digits_ofa(config: OFATrainConfig, log_every: int = 250, checkpoints: Path | None = None) -> tuple[DigitsSupernet, dict[str, Any]]:
+    """Progressive shrinking (largest, then kernel, depth, width) with the sandwich rule; returns (EMA supernet, info).
+
+    ``info["phases"]`` holds the held-out losses after each phase; ``checkpoints`` (a directory) also
+    receives the EMA weights after each phase (``phase1/`` ...), which do not change the training.
+    """
     split, alphas_cumprod, supernet, ema = training_setup(config, DigitsSupernet)
     generator, rng = torch.Generator().manual_seed(config.seed), np.random.default_rng(config.seed)
-    start, total = time.perf_counter(), 0
-    for phase in config.phases:
+    start, total, phases = time.perf_counter(), 0, []
+    for index, phase in enumerate(config.phases, 1):
         optimizer = torch.optim.AdamW(supernet.parameters(), lr=phase.learning_rate, weight_decay=0.0)
         for step in range(phase.steps):
             for group in optimizer.param_groups:
@@ -313,9 +317,14 @@ def train_digits_ofa(config: OFATrainConfig, log_every: int = 250) -> tuple[Digi
             if log_every and step % log_every == 0:
                 print(f"phase {'+'.join(phase.elastic) or 'largest'} step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s", flush=True)
             total += 1
+        phases.append({"phase": "+".join(phase.elastic) or "largest", "steps_done": total,
+                       "seconds": round(time.perf_counter() - start, 1), "held_out_denoising_mse": held_out_losses(ema, split, alphas_cumprod)})
+        print(json.dumps(phases[-1]), flush=True)
+        if checkpoints is not None:
+            (checkpoints / f"phase{index}").mkdir(parents=True, exist_ok=True)
+            save_digits_ofa(ema, config, {"steps_done": total, "phases": phases}, checkpoints / f"phase{index}")
     info = {"steps_done": total, "train_seconds": round(time.perf_counter() - start, 1),
-            "held_out_denoising_mse": held_out_losses(ema, split, alphas_cumprod)}
-    ema.set_active(None)
+            "held_out_denoising_mse": phases[-1]["held_out_denoising_mse"], "phases": phases}
     return ema.eval(), info
 
 
@@ -371,12 +380,13 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=OFATrainConfig().threads)
     train.add_argument("--scale", type=float, default=1.0, help="multiply every phase's steps (smoke runs; not the shipped weights)")
+    train.add_argument("--checkpoints", type=Path, default=None, help="also write the EMA weights after each phase into DIR/phaseN")
     args = parser.parse_args(argv)
     phases = tuple(p.model_copy(update={"steps": max(1, round(p.steps * args.scale)),
                                         "warmup_steps": min(p.warmup_steps, max(1, round(p.steps * args.scale)))})
                    for p in DEFAULT_PHASES)
     config = OFATrainConfig(seed=args.seed, threads=args.threads, phases=phases)
-    supernet, info = train_digits_ofa(config)
+    supernet, info = train_digits_ofa(config, checkpoints=args.checkpoints)
     path = save_digits_ofa(supernet, config, info, args.out)
     print(json.dumps(info, indent=2))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
