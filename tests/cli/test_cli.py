@@ -91,7 +91,7 @@ def test_sample_refuses_non_image_models(tmp_path):
 
 
 def test_eval_reports_costs_on_digits():
-    # fid only: the default metrics add fd_teacher, whose 10k-sample teacher reference would cost a minute here
+    # fid only: the default metrics add fd_teacher, whose 4000-sample teacher reference costs about a minute here
     result = run("eval", "--model", "digits", "--schedule", "preset:unipc_bh2", "--budget", "3nfe", "--samples", "100", "--metric", "fid",
                  "--json", "--no-cache")
     assert result.exit_code == 0, result.output
