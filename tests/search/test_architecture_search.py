@@ -22,11 +22,20 @@ def make():
 """
 
 
-def test_a_digits_architecture_search_exports_a_plan_that_search_eval_scores(tmp_path):
+def objective_only(monkeypatch) -> None:
+    """No side metrics in the final stage (the search names its metric): fd_teacher's 4000-sample teacher
+    reference would cost most of a test's minute."""
+    from diffsearch.search import runner
+
+    monkeypatch.setattr(runner, "default_metrics", lambda model, reference=None: [])
+
+
+def test_a_digits_architecture_search_exports_a_plan_that_search_eval_scores(tmp_path, monkeypatch):
+    objective_only(monkeypatch)
     (tmp_path / "unbounded.py").write_text(PLUGIN)
     spec = f"{tmp_path / 'unbounded.py'}:make"
     config = {"model": spec, "space": "architecture", "budget": "80%macs", "space_options": {"nfe": 10}, "strategy": "evolution",
-              "evals": 12, "search_samples": 64, "final_samples": 64, "final_seeds": 2, "study": "architecture-e2e",
+              "evals": 12, "search_samples": 64, "final_samples": 64, "final_seeds": 2, "study": "architecture-e2e", "metric": "teacher_error",
               "storage": f"sqlite:///{tmp_path}/study.db", "out": str(tmp_path / "best.json"), "progress": False, "cache": False}  # digits' teacher, not digits' cached evaluations
     result = diffsearch.run_search(config)
     written = json.loads(result.path.read_text())
@@ -34,7 +43,8 @@ def test_a_digits_architecture_search_exports_a_plan_that_search_eval_scores(tmp
     plan = load_plan(result.path)
     assert plan == result.plan and not plan.full_network and plan.metrics["heldout"]["samples"] == 64
     assert written["metrics"]["baseline"]["schedule"].split(":")[0] in ("deepcache", "skip", "shorter")
-    outcome = CliRunner().invoke(app, ["eval", "--model", spec, "--schedule", str(result.path), "--json", "--no-floor", "--samples", "64", "--no-cache"])
+    outcome = CliRunner().invoke(app, ["eval", "--model", spec, "--schedule", str(result.path), "--json", "--no-floor", "--samples", "64", "--no-cache",
+                                       "--metric", "teacher_error"])
     assert outcome.exit_code == 0, outcome.output
     row = json.loads(outcome.stdout)
     assert row["macs_ratio"] <= 0.8 + 1e-9 and row["nfe"] == 10 and row["macs_per_sample"] == row["macs"]
@@ -45,10 +55,7 @@ def test_search_run_on_a_diffusers_unet_directory_with_the_architecture_space(tm
     diffusers = pytest.importorskip("diffusers")
     import torch
 
-    from diffsearch.search import runner
-
-    # the final stage's side metric fd_teacher would sample a 4000-sample teacher reference of this untrained UNet (40 s)
-    monkeypatch.setattr(runner, "default_metrics", lambda model, reference=None: [])
+    objective_only(monkeypatch)
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
