@@ -41,8 +41,8 @@ def _fail(message: str, code: int = 2) -> None:
 def _setup_torch() -> None:
     """As many intra-op threads as this process has CPUs, unless DIFFSEARCH_THREADS says otherwise.
 
-    Sampling is bitwise the same with 1 or 2 threads and 1.8x faster with 2 (benchmarks/RESULTS.md,
-    "Threads"); Ray evaluator actors and service workers keep 1 each, since they run side by side.
+    Sampling is bitwise the same with 1 or 2 threads and 1.4-2.0x faster with 2 (benchmarks/threads.py);
+    Ray evaluator actors and service workers keep 1 each, since they run side by side.
     """
     import os
 
