@@ -14,7 +14,9 @@ from the space's initial candidates plus random ones; parents the top 25%; half 
 crossovers; ``--evals`` evaluations on the search noise set 0 at ``--search-samples``) in the
 ``supernet`` (one sub-network per run) and ``supernet_per_step`` spaces at ``--budget`` % MACs; the
 three best of each are re-scored on the held-out sets and the paired difference of the best per-step
-plan to the best static sub-network within the budget is reported with its 95% interval.
+plan to the best static sub-network within the budget is reported with its 95% interval. ``--rule``
+applies `search run`'s out-of-range rule: a candidate with more than 1% of its search samples out of
+range fails, and a finalist or uniform baseline counts only if every held-out set stays within 1%.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 import diffsearch
 from diffsearch.budget import parse_budget
 from diffsearch.evaluators.cost import plan_cost, seconds_per_sample, stage_macs
-from diffsearch.evaluators.evaluate import metric_values, out_of_range
+from diffsearch.evaluators.evaluate import MAX_OUT_OF_RANGE, metric_values, out_of_range
 from diffsearch.evaluators.noise import noise_set
 from diffsearch.evaluators.reference import sample_batched
 from diffsearch.models.subnet import SubnetConfig
@@ -83,8 +85,9 @@ def quality(args) -> None:
               f"{100 * max(values['out_of_range']):.1f}% |", flush=True)
 
 
-def evolve(space, model, evals: int, samples: int, seed: int = 0) -> list[tuple[float, dict]]:
-    """OFA's evolution finder on real evaluations: (search value, candidate), best first."""
+def evolve(space, model, evals: int, samples: int, seed: int = 0, rule: bool = False) -> list[tuple[float, dict]]:
+    """OFA's evolution finder on real evaluations: (search value, candidate), best first; with ``rule``, a
+    candidate with more than ``MAX_OUT_OF_RANGE`` of its samples out of range fails (value inf), as in ``search run``."""
     rng = np.random.default_rng(seed)
     population = [c for _, c in space.initial()]
     population += [space.sample(rng) for _ in range(max(0, 8 - len(population)))]
@@ -93,7 +96,9 @@ def evolve(space, model, evals: int, samples: int, seed: int = 0) -> list[tuple[
     def evaluate(candidate):
         key = json.dumps(candidate, sort_keys=True)
         if key not in scored and len(scored) < evals:
-            scored[key] = (score(model, space.decode(candidate), samples, 0)["teacher_error"], candidate)
+            result = score(model, space.decode(candidate), samples, 0)
+            failed = rule and result["out_of_range"] > MAX_OUT_OF_RANGE
+            scored[key] = (float("inf") if failed else result["teacher_error"], candidate)
 
     for candidate in population:
         evaluate(candidate)
@@ -109,20 +114,31 @@ def pareto(args) -> None:
     model = diffsearch.load_model("digits_ofa")
     budget = parse_budget(f"{args.budget}%macs", ("%macs",))
     static = SPACES.get("supernet")(model, parse_budget("100%macs", ("%macs",)), nfe=NFE, solver=SOLVER)
-    print(f"### digits_ofa, {SOLVER} at {NFE} NFE; teacher_error on {args.samples} samples x held-out sets 1-{args.seeds}\n")
+    rule = f"; with the {100 * MAX_OUT_OF_RANGE:g}% out-of-range rule of `search run` (search and held-out)" if args.rule else ""
+    print(f"### digits_ofa, {SOLVER} at {NFE} NFE; teacher_error on {args.samples} samples x held-out sets 1-{args.seeds}{rule}\n")
+
+    def passes(scores) -> bool:
+        return not args.rule or max(scores["out_of_range"]) <= MAX_OUT_OF_RANGE
+
     print("| plan | MACs ratio | teacher_error (held-out) | out of range (worst set) |\n|---|---|---|---|")
     results = {}
     for label, candidate in static.initial():
         ratio = static.cost(candidate)["macs_ratio"]
         scores = held_out(model, static.decode(candidate), args.samples, args.seeds)
-        results[label] = (ratio, scores["teacher_error"])
-        print(f"| uniform {label.split('+')[1]} | {ratio:.3f} | {mean_std(results[label][1])} | {100 * max(scores['out_of_range']):.1f}% |", flush=True)
+        if passes(scores):
+            results[label] = (ratio, scores["teacher_error"])
+        mark = "" if passes(scores) else " (fails the rule)"
+        print(f"| uniform {label.split('+')[1]}{mark} | {ratio:.3f} | {mean_std(scores['teacher_error'])} | {100 * max(scores['out_of_range']):.1f}% |", flush=True)
     searched = {}
     for name in ("supernet", "supernet_per_step"):
         space = SPACES.get(name)(model, budget, nfe=NFE, solver=SOLVER)
         started = time.perf_counter()
-        ranked = evolve(space, model, args.evals, args.search_samples)
+        ranked = [pair for pair in evolve(space, model, args.evals, args.search_samples, rule=args.rule) if np.isfinite(pair[0])]
         finalists = [(candidate, held_out(model, space.decode(candidate), args.samples, args.seeds)) for _, candidate in ranked[:3]]
+        finalists = [pair for pair in finalists if passes(pair[1])]
+        if not finalists:
+            print(f"| searched {name}: no finalist passes the rule on held-out noise | | | |")
+            return
         best, scores = min(finalists, key=lambda pair: np.mean(pair[1]["teacher_error"]))
         values = scores["teacher_error"]
         searched[name] = (space.cost(best)["macs_ratio"], values, best)
@@ -210,6 +226,7 @@ def main() -> None:
     parser.add_argument("--proxy-samples", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rule", action="store_true", help="pareto: apply search run's out-of-range rule to every candidate and baseline")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     {"quality": quality, "pareto": pareto, "predictor": predictor, "speed": speed}[args.command](args)
