@@ -19,8 +19,6 @@ Every extractor takes samples in the model's data space (images in [-1, 1], (N, 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -325,17 +323,12 @@ FEATURE_EXTRACTORS.register("inception", build_inception)
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m diffsearch.evaluators.features train [--out DIR] [--seed S]``."""
-    parser = argparse.ArgumentParser(prog="python -m diffsearch.evaluators.features")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the digits classifier and write its weights + JSON")
-    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=ClassifierConfig().threads)
+    from diffsearch.models.digits import report_written, training_cli
+
+    parser, _ = training_cli("diffsearch.evaluators.features", "the digits classifier", ClassifierConfig().threads)
     args = parser.parse_args(argv)
     classifier, info = train_classifier(ClassifierConfig(seed=args.seed, threads=args.threads))
-    path = save_classifier(classifier, info, args.out)
-    print(json.dumps(info, indent=2))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    report_written(info, save_classifier(classifier, info, args.out))
 
 
 if __name__ == "__main__":

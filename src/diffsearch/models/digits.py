@@ -138,6 +138,31 @@ def training_batch(images, labels, alphas_cumprod, config: TrainConfig, generato
 
 
 @torch.no_grad()
+def optimisation_step(optimizer, loss: torch.Tensor, ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """One optimiser step on ``loss``, then the EMA update with warm-up: decay min(decay, (1 + step) / (10 + step))."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    ema_update(ema, model, min(decay, (1.0 + step) / (10.0 + step)))
+
+
+def training_cli(prog: str, what: str, threads: int) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """``python -m PROG train`` of a script that writes shipped weights: the parser and its ``train`` command
+    with ``--out`` (default: the shipped weights), ``--seed`` and ``--threads``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}")
+    train = parser.add_subparsers(dest="command", required=True).add_parser("train", help=f"train {what} and write its weights + JSON")
+    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=threads)
+    return parser, train
+
+
+def report_written(info: dict[str, Any], path: Path) -> None:
+    """Print a training run's info and the weights file it wrote."""
+    print(json.dumps(info, indent=2))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """Polyak averaging of the weights: ema = decay ema + (1 - decay) model."""
     for target, source in zip(ema.parameters(), model.parameters()):
@@ -183,10 +208,7 @@ def train_digits(config: TrainConfig, minutes: float | None = None, log_every: i
             group["lr"] = learning_rate(step, config)
         x_t, t, labels, noise = training_batch(split.train_images, split.train_labels, alphas_cumprod, config, generator)
         loss = (unet(x_t, t, labels) - noise).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        ema_update(ema, unet, min(config.ema_decay, (1.0 + step) / (10.0 + step)))
+        optimisation_step(optimizer, loss, ema, unet, step, config.ema_decay)
         if log_every and step % log_every == 0:
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s", flush=True)
     else:
@@ -323,20 +345,13 @@ def main(argv: list[str] | None = None) -> None:
 
     Sample quality of the weights: ``python -m diffsearch.evaluators.digits_quality [--write]``.
     """
-    parser = argparse.ArgumentParser(prog="python -m diffsearch.models.digits")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the digits UNet and write its weights + JSON")
-    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
+    parser, train = training_cli("diffsearch.models.digits", "the digits UNet", TrainConfig().threads)
     train.add_argument("--steps", type=int, default=TrainConfig().steps)
     train.add_argument("--minutes", type=float, default=None, help="stop early after M minutes (not reproducible)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=TrainConfig().threads)
     args = parser.parse_args(argv)
     config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
     unet, info = train_digits(config, minutes=args.minutes)
-    path = save_digits(unet, config, info, args.out)
-    print(json.dumps(info, indent=2))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    report_written(info, save_digits(unet, config, info, args.out))
 
 
 if __name__ == "__main__":

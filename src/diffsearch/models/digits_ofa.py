@@ -15,7 +15,6 @@ the current phase (the sandwich rule, Yu et al. 2019) with in-place distillation
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ from torch import nn
 from diffsearch.models._digits_unet import ResBlock, UNetConfig, _upsample, timestep_embedding
 from diffsearch.models.denoiser import Denoiser
 from diffsearch.models.digits import (
-    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, ema_update,
-    file_fingerprint, learning_rate, load_network, training_batch, training_setup, write_weights,
+    DIGITS_NOISE_SCHEDULE, NULL_LABEL, WEIGHTS_DIR, denoising_loss, digits_denoiser, file_fingerprint, learning_rate,
+    load_network, optimisation_step, report_written, training_batch, training_cli, training_setup, write_weights,
 )
 from diffsearch.models.subnet import ElasticSpace, SubnetConfig
 
@@ -251,6 +250,11 @@ class PhaseConfig(BaseModel):
     #: random sub-networks per step besides the largest and the smallest (the sandwich rule).
     random_subnets: int = Field(1, ge=0)
 
+    @property
+    def label(self) -> str:
+        """``kernel+depth``, or ``largest`` for the phase without elastic dimensions."""
+        return "+".join(self.elastic) or "largest"
+
 
 DEFAULT_PHASES = (
     PhaseConfig(elastic=(), steps=3000, learning_rate=1e-3, warmup_steps=200, random_subnets=0),
@@ -310,14 +314,11 @@ def train_digits_ofa(config: OFATrainConfig, log_every: int = 250, checkpoints: 
                 group["lr"] = learning_rate(step, phase)
             batch = training_batch(split.train_images, split.train_labels, alphas_cumprod, config, generator)
             loss = sandwich_loss(supernet, batch, phase, config.distillation, rng)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ema_update(ema, supernet, min(config.ema_decay, (1.0 + total) / (10.0 + total)))
+            optimisation_step(optimizer, loss, ema, supernet, total, config.ema_decay)
             if log_every and step % log_every == 0:
-                print(f"phase {'+'.join(phase.elastic) or 'largest'} step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s", flush=True)
+                print(f"phase {phase.label} step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:6.1f}s", flush=True)
             total += 1
-        phases.append({"phase": "+".join(phase.elastic) or "largest", "steps_done": total,
+        phases.append({"phase": phase.label, "steps_done": total,
                        "seconds": round(time.perf_counter() - start, 1), "held_out_denoising_mse": held_out_losses(ema, split, alphas_cumprod)})
         print(json.dumps(phases[-1]), flush=True)
         if checkpoints is not None:
@@ -372,13 +373,8 @@ def build_digits_ofa(weights: str | Path | None = None) -> Denoiser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m diffsearch.models.digits_ofa train [--out DIR] [--seed S] [--threads T] [--scale F]``."""
-    parser = argparse.ArgumentParser(prog="python -m diffsearch.models.digits_ofa")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the once-for-all supernet and write its weights + JSON")
-    train.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output directory (default: the shipped weights)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=OFATrainConfig().threads)
+    """``python -m diffsearch.models.digits_ofa train [--out DIR] [--seed S] [--threads T] [--scale F] [--checkpoints DIR]``."""
+    parser, train = training_cli("diffsearch.models.digits_ofa", "the once-for-all supernet", OFATrainConfig().threads)
     train.add_argument("--scale", type=float, default=1.0, help="multiply every phase's steps (smoke runs; not the shipped weights)")
     train.add_argument("--checkpoints", type=Path, default=None, help="also write the EMA weights after each phase into DIR/phaseN")
     args = parser.parse_args(argv)
@@ -387,9 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                    for p in DEFAULT_PHASES)
     config = OFATrainConfig(seed=args.seed, threads=args.threads, phases=phases)
     supernet, info = train_digits_ofa(config, checkpoints=args.checkpoints)
-    path = save_digits_ofa(supernet, config, info, args.out)
-    print(json.dumps(info, indent=2))
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    report_written(info, save_digits_ofa(supernet, config, info, args.out))
 
 
 if __name__ == "__main__":
