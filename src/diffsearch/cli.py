@@ -307,7 +307,8 @@ def _print_summary(result) -> None:
     heldout = metrics["heldout"]
     features = f" ({metrics['features']} features)" if metrics.get("features") else ""
     title = (f"held-out {objective}{features}, {len(heldout.get('seeds') or [])} noise sets "
-             f"x {heldout.get('samples')} samples; floor {noise.get('floor', float('nan')):.4g}, seed std {noise.get('std', float('nan')):.2g}")
+             f"x {heldout.get('samples')} samples; noise floor {noise.get('floor', float('nan')):.4g} (the floor's seed std "
+             f"{noise.get('std', float('nan')):.2g})")
     _print_rows(rows, False, title=title)
     if metrics.get("pareto"):
         _print_front(metrics["pareto"], objective, heldout)
